@@ -1,0 +1,186 @@
+//! Wiring: `App::build` opens the store, builds the clients and binds the hook; `run_until`
+//! starts every worker and serves until shutdown, then gives in-flight work a bounded time to
+//! finish. Whatever is unfinished stays in the store for the next start.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{ConfigError, Settings};
+use crate::delivery::Delivery;
+use crate::intake::{HookState, router};
+use crate::notify::Notifier;
+use crate::notify::console::Console;
+use crate::notify::telegram::Telegram;
+use crate::opentrain::OpenTrain;
+use crate::store::{Store, StoreError, StoreOptions};
+use crate::tracker::Tracker;
+use crate::verify::Verifier;
+use crate::worker::now_ms;
+
+/// How long shutdown waits for in-flight sends and reads.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr} (hook.listen): {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub struct App {
+    settings: Settings,
+    store: Store,
+    opentrain: OpenTrain,
+    hook: TcpListener,
+}
+
+/// Refuses settings that ask for something this build cannot do yet, rather than silently
+/// ignoring them.
+fn refuse_unimplemented(settings: &Settings) -> Result<(), ConfigError> {
+    let refuse = |key: &str, what: &str| {
+        Err(ConfigError {
+            key: key.into(),
+            message: format!("{what} is not implemented in this version of countersign yet"),
+        })
+    };
+    if settings.proxy.enabled {
+        return refuse("proxy.enabled", "proxy mode");
+    }
+    if settings.opentrain.webhook_secret.is_some() {
+        return refuse("opentrain.webhook_secret", "OpenTrain webhook intake");
+    }
+    if settings.discord.is_some() {
+        return refuse("discord.bot_token", "the Discord notifier");
+    }
+    Ok(())
+}
+
+impl App {
+    pub async fn build(settings: Settings) -> Result<App, StartError> {
+        let token = settings.opentrain_token()?.clone();
+        refuse_unimplemented(&settings)?;
+        let store = Store::open(&StoreOptions::new(
+            settings.store.path.clone(),
+            settings.store.synchronous,
+        ))?;
+        let opentrain = OpenTrain::new(&settings.opentrain, token).map_err(StartError::Other)?;
+        let hook = TcpListener::bind(settings.hook.listen)
+            .await
+            .map_err(|source| StartError::Bind {
+                addr: settings.hook.listen,
+                source,
+            })?;
+        Ok(App {
+            settings,
+            store,
+            opentrain,
+            hook,
+        })
+    }
+
+    /// The address the hook listens on (useful with port 0).
+    pub fn hook_addr(&self) -> SocketAddr {
+        self.hook
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs until `shutdown` is cancelled.
+    pub async fn run_until(self, shutdown: CancellationToken) -> Result<(), StartError> {
+        let App {
+            settings,
+            store,
+            opentrain,
+            hook,
+        } = self;
+        let workers = TaskTracker::new();
+        let stop = shutdown.child_token();
+        let app_url = settings.opentrain.app_url.clone();
+
+        let mut channels: Vec<&'static str> = Vec::new();
+        if let Some(tg) = &settings.telegram {
+            let telegram = Telegram::new(tg);
+            channels.push(telegram.channel());
+            spawn_delivery(&workers, &stop, telegram, &store, &app_url);
+        }
+        if settings.console {
+            let console = Console::default();
+            channels.push(console.channel());
+            spawn_delivery(&workers, &stop, console, &store, &app_url);
+        }
+        // A channel enabled since the last start shows the approvals still open.
+        store.ensure_deliveries(&channels, now_ms()).await?;
+
+        let verifier = Arc::new(Verifier {
+            store: store.clone(),
+            opentrain: opentrain.clone(),
+            channels: channels.clone(),
+        });
+        workers.spawn(verifier.run(stop.clone()));
+        let tracker = Arc::new(Tracker {
+            store: store.clone(),
+            opentrain,
+            poll_interval: settings.opentrain.poll_interval,
+        });
+        workers.spawn(tracker.clone().poll_updates(stop.clone()));
+        workers.spawn(tracker.read_due(stop.clone()));
+
+        let state = Arc::new(HookState {
+            store: store.clone(),
+            token: settings.hook.token.clone(),
+            app_url,
+            max_body_bytes: settings.hook.max_body_bytes,
+        });
+        tracing::info!(
+            hook = %hook.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            channels = ?channels,
+            store = %store.path().display(),
+            "countersign is running"
+        );
+        let served = axum::serve(hook, router(state))
+            .with_graceful_shutdown(stop.clone().cancelled_owned())
+            .await;
+        stop.cancel();
+        workers.close();
+        if tokio::time::timeout(SHUTDOWN_GRACE, workers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown: some work did not finish in time; it stays in the store for the next start");
+        }
+        tracing::info!("countersign stopped");
+        served.map_err(|e| StartError::Other(format!("the hook server failed: {e}")))
+    }
+}
+
+fn spawn_delivery<N: Notifier>(
+    workers: &TaskTracker,
+    stop: &CancellationToken,
+    notifier: N,
+    store: &Store,
+    app_url: &str,
+) {
+    let delivery = Delivery {
+        notifier,
+        store: store.clone(),
+        app_url: app_url.to_string(),
+    };
+    workers.spawn(delivery.run(stop.clone()));
+}

@@ -1,0 +1,737 @@
+//! Settings: built-in defaults, then the TOML file, then `COUNTERSIGN__SECTION__KEY` environment
+//! variables, validated once at start-up. Every failure names the key the operator has to fix, and
+//! no secret ever leaves this module in a printable form (see [`Secret`]).
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+use serde::Deserialize;
+
+/// The config file `run` and the other commands read when `-c` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "countersign.toml";
+/// The prefix of environment overrides: `COUNTERSIGN__TELEGRAM__BOT_TOKEN` sets `telegram.bot_token`.
+pub const ENV_PREFIX: &str = "COUNTERSIGN";
+
+/// A secret (token, webhook secret). Its `Debug` and `Display` print `[redacted]`, so it cannot end
+/// up in a log line or an error by accident; code that needs the value calls [`Secret::expose`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// A configuration problem, always tied to the key that causes it.
+#[derive(Debug, thiserror::Error)]
+#[error("config: {key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct HookSettings {
+    pub listen: SocketAddr,
+    pub token: Option<Secret>,
+    pub allow_anonymous_loopback: bool,
+    pub max_body_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct OpenTrainSettings {
+    pub api_url: Url,
+    /// Without a trailing slash: links are `<app_url>/approvals/<id>`.
+    pub app_url: String,
+    pub token: Option<Secret>,
+    pub poll_interval: Duration,
+    pub webhook_secret: Option<Secret>,
+    pub request_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    pub path: PathBuf,
+    pub synchronous: Synchronous,
+}
+
+#[derive(Debug, Clone)]
+pub struct TelegramSettings {
+    pub bot_token: Secret,
+    pub chat_id: i64,
+    pub api_url: Url,
+    /// The least time between two requests to the owner's chat (Telegram allows about one message
+    /// a second in a private chat and twenty a minute in a group).
+    pub min_send_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiscordTarget {
+    /// A direct message to this user.
+    User(u64),
+    /// A message in this channel.
+    Channel(u64),
+}
+
+#[derive(Debug, Clone)]
+pub struct DiscordSettings {
+    pub bot_token: Secret,
+    pub target: DiscordTarget,
+    /// `None` means the real Discord, with serenity's own rate limiter.
+    pub api_url: Option<Url>,
+    pub min_send_interval: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// Validated settings. Construct with [`Settings::load`] or [`Settings::from_toml_and_env`].
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub hook: HookSettings,
+    pub opentrain: OpenTrainSettings,
+    pub store: StoreSettings,
+    pub telegram: Option<TelegramSettings>,
+    pub discord: Option<DiscordSettings>,
+    /// Print each message and edit to stdout.
+    pub console: bool,
+    /// How long before `expiresAt` a still-pending approval is brought back to the owner's attention.
+    pub reminders: Vec<Duration>,
+    pub proxy: ProxySettings,
+    pub log: LogSettings,
+}
+
+// ---- the raw, serde-facing shape: every key of config.example.toml, nothing else ----
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawSettings {
+    hook: RawHook,
+    opentrain: RawOpenTrain,
+    store: RawStore,
+    telegram: RawTelegram,
+    discord: RawDiscord,
+    console: RawConsole,
+    reminders: RawReminders,
+    proxy: RawProxy,
+    log: RawLog,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawHook {
+    listen: String,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    allow_anonymous_loopback: bool,
+    max_body_bytes: u64,
+}
+
+impl Default for RawHook {
+    fn default() -> Self {
+        RawHook {
+            listen: "127.0.0.1:8750".into(),
+            token: None,
+            token_file: None,
+            allow_anonymous_loopback: false,
+            max_body_bytes: 65536,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawOpenTrain {
+    api_url: String,
+    app_url: String,
+    token: Option<String>,
+    token_file: Option<PathBuf>,
+    poll_interval_secs: u64,
+    webhook_secret: Option<String>,
+    webhook_secret_file: Option<PathBuf>,
+    request_timeout_secs: u64,
+}
+
+impl Default for RawOpenTrain {
+    fn default() -> Self {
+        RawOpenTrain {
+            api_url: "https://app.opentrain.ai/api/public/v1".into(),
+            app_url: "https://app.opentrain.ai".into(),
+            token: None,
+            token_file: None,
+            poll_interval_secs: 15,
+            webhook_secret: None,
+            webhook_secret_file: None,
+            request_timeout_secs: 30,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawStore {
+    path: PathBuf,
+    synchronous: String,
+}
+
+impl Default for RawStore {
+    fn default() -> Self {
+        RawStore {
+            path: "countersign.db".into(),
+            synchronous: "full".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTelegram {
+    bot_token: Option<String>,
+    bot_token_file: Option<PathBuf>,
+    chat_id: Option<i64>,
+    api_url: String,
+    min_send_interval_ms: Option<u64>,
+}
+
+impl Default for RawTelegram {
+    fn default() -> Self {
+        RawTelegram {
+            bot_token: None,
+            bot_token_file: None,
+            chat_id: None,
+            api_url: "https://api.telegram.org".into(),
+            min_send_interval_ms: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDiscord {
+    bot_token: Option<String>,
+    bot_token_file: Option<PathBuf>,
+    user_id: Option<u64>,
+    channel_id: Option<u64>,
+    api_url: String,
+    min_send_interval_ms: u64,
+}
+
+impl Default for RawDiscord {
+    fn default() -> Self {
+        RawDiscord {
+            bot_token: None,
+            bot_token_file: None,
+            user_id: None,
+            channel_id: None,
+            api_url: "https://discord.com/api/v10".into(),
+            min_send_interval_ms: 250,
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawConsole {
+    enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawReminders {
+    #[serde(deserialize_with = "list_or_comma_separated")]
+    before_expiry: Vec<String>,
+}
+
+impl Default for RawReminders {
+    fn default() -> Self {
+        RawReminders {
+            before_expiry: vec!["24h".into(), "1h".into()],
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawProxy {
+    enabled: bool,
+    listen: String,
+}
+
+impl Default for RawProxy {
+    fn default() -> Self {
+        RawProxy {
+            enabled: false,
+            listen: "127.0.0.1:8751".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    format: String,
+    level: String,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        RawLog {
+            format: "human".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+/// Lists come as TOML arrays from the file, and as `24h,1h` from an environment variable.
+fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrString {
+        List(Vec<String>),
+        String(String),
+    }
+    Ok(match ListOrString::deserialize(d)? {
+        ListOrString::List(v) => v,
+        ListOrString::String(s) => s
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+    })
+}
+
+impl Settings {
+    /// Loads `path` (which must exist) or, without one, `countersign.toml` in the working
+    /// directory if there is one, then the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
+        let (file, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+        };
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => Some(text),
+            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => {
+                return Err(ConfigError::new(
+                    "config file",
+                    format!("cannot read {}: {e}", file.display()),
+                ));
+            }
+        };
+        let env: HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+            .collect();
+        Settings::from_toml_and_env(text.as_deref(), env)
+    }
+
+    /// Builds settings from TOML text and a set of environment variables (only those starting
+    /// with `COUNTERSIGN__` are read). Tests use this to avoid touching the process environment.
+    pub fn from_toml_and_env(
+        toml: Option<&str>,
+        env: HashMap<String, String>,
+    ) -> Result<Settings, ConfigError> {
+        let mut builder = config::Config::builder();
+        if let Some(text) = toml {
+            builder = builder.add_source(config::File::from_str(text, config::FileFormat::Toml));
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .separator("__")
+                .source(Some(env.into_iter().collect())),
+        );
+        let raw: RawSettings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(config_crate_error)?;
+        raw.validate()
+    }
+
+    /// The token countersign itself uses against OpenTrain; `run` and `check` cannot work without it.
+    pub fn opentrain_token(&self) -> Result<&Secret, ConfigError> {
+        self.opentrain.token.as_ref().ok_or_else(|| {
+            ConfigError::new(
+                "opentrain.token",
+                "not set: countersign needs the owner's ot_pat_ token (scopes payments:read, proposals:read) \
+                 to verify approvals; set opentrain.token or opentrain.token_file in the config file, \
+                 or COUNTERSIGN__OPENTRAIN__TOKEN",
+            )
+        })
+    }
+
+    /// Whether any chat (not the console) is configured.
+    pub fn has_chat(&self) -> bool {
+        self.telegram.is_some() || self.discord.is_some()
+    }
+}
+
+/// The `config` crate already names the key in most of its messages ("... for key `hook.listen`");
+/// unknown keys come from serde as "unknown field `x`".
+fn config_crate_error(e: config::ConfigError) -> ConfigError {
+    let text = e.to_string();
+    let key = text
+        .split("for key `")
+        .nth(1)
+        .and_then(|rest| rest.split('`').next())
+        .or_else(|| {
+            text.split("unknown field `")
+                .nth(1)
+                .and_then(|rest| rest.split('`').next())
+        })
+        .unwrap_or("config")
+        .to_string();
+    ConfigError::new(key, text)
+}
+
+/// A secret given either inline or as a `*_file` sibling, never both.
+fn secret(
+    key: &str,
+    inline: Option<String>,
+    file: Option<PathBuf>,
+) -> Result<Option<Secret>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            key,
+            format!("both {key} and {key}_file are set; give only one"),
+        )),
+        (Some(v), None) => {
+            if v.trim().is_empty() {
+                Err(ConfigError::new(key, "is empty"))
+            } else {
+                Ok(Some(Secret(v)))
+            }
+        }
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::new(
+                    format!("{key}_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let v = text.trim_end_matches(['\n', '\r']).to_string();
+            if v.trim().is_empty() {
+                return Err(ConfigError::new(
+                    format!("{key}_file"),
+                    format!("{} is empty", path.display()),
+                ));
+            }
+            Ok(Some(Secret(v)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        ConfigError::new(
+            key,
+            format!("{value:?} is not an address like 127.0.0.1:8750"),
+        )
+    })
+}
+
+fn http_url(key: &str, value: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value)
+        .map_err(|e| ConfigError::new(key, format!("{value:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::new(
+            key,
+            format!("{value:?} must be an http(s) URL with a host"),
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(
+            key,
+            format!("{value:?} must not have a query or fragment"),
+        ));
+    }
+    Ok(url)
+}
+
+/// Parses `24h`, `90m`, `1h 30m` (humantime).
+fn duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(value).map_err(|e| {
+        ConfigError::new(
+            key,
+            format!("{value:?} is not a duration like \"24h\" or \"90m\": {e}"),
+        )
+    })
+}
+
+impl RawSettings {
+    fn validate(self) -> Result<Settings, ConfigError> {
+        // hook
+        let listen = socket_addr("hook.listen", &self.hook.listen)?;
+        let hook_token = secret("hook.token", self.hook.token, self.hook.token_file)?;
+        if hook_token.is_none() && !(self.hook.allow_anonymous_loopback && listen.ip().is_loopback())
+        {
+            return Err(ConfigError::new(
+                "hook.token",
+                if self.hook.allow_anonymous_loopback {
+                    format!(
+                        "not set, and hook.listen ({listen}) is not a loopback address: agents must authenticate"
+                    )
+                } else {
+                    "not set: agents authenticate with this bearer token; set hook.token (or hook.token_file), \
+                     or hook.allow_anonymous_loopback = true with a loopback hook.listen"
+                        .to_string()
+                },
+            ));
+        }
+        if self.hook.max_body_bytes < 1024 || self.hook.max_body_bytes > 16 * 1024 * 1024 {
+            return Err(ConfigError::new(
+                "hook.max_body_bytes",
+                "must be between 1024 and 16777216",
+            ));
+        }
+
+        // opentrain
+        let api_url = http_url("opentrain.api_url", &self.opentrain.api_url)?;
+        let app_url = http_url("opentrain.app_url", &self.opentrain.app_url)?;
+        let app_url = app_url.as_str().trim_end_matches('/').to_string();
+        let token = secret(
+            "opentrain.token",
+            self.opentrain.token,
+            self.opentrain.token_file,
+        )?;
+        if self.opentrain.poll_interval_secs == 0 || self.opentrain.poll_interval_secs > 3600 {
+            return Err(ConfigError::new(
+                "opentrain.poll_interval_secs",
+                "must be between 1 and 3600",
+            ));
+        }
+        if self.opentrain.request_timeout_secs == 0 || self.opentrain.request_timeout_secs > 300 {
+            return Err(ConfigError::new(
+                "opentrain.request_timeout_secs",
+                "must be between 1 and 300",
+            ));
+        }
+        let webhook_secret = secret(
+            "opentrain.webhook_secret",
+            self.opentrain.webhook_secret,
+            self.opentrain.webhook_secret_file,
+        )?;
+
+        // store
+        if self.store.path.as_os_str().is_empty() {
+            return Err(ConfigError::new("store.path", "is empty"));
+        }
+        let synchronous = match self.store.synchronous.to_ascii_lowercase().as_str() {
+            "full" => Synchronous::Full,
+            "normal" => Synchronous::Normal,
+            other => {
+                return Err(ConfigError::new(
+                    "store.synchronous",
+                    format!(
+                        "{other:?} is not one of \"full\" (durable, the default) or \"normal\""
+                    ),
+                ));
+            }
+        };
+
+        // telegram: both keys or neither
+        let tg_token = secret(
+            "telegram.bot_token",
+            self.telegram.bot_token,
+            self.telegram.bot_token_file,
+        )?;
+        let telegram = match (tg_token, self.telegram.chat_id) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "telegram.chat_id",
+                    "not set, but telegram.bot_token is: both are needed to enable Telegram \
+                     (`countersign pair` finds your chat id)",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "telegram.bot_token",
+                    "not set, but telegram.chat_id is: both are needed to enable Telegram",
+                ));
+            }
+            (Some(bot_token), Some(chat_id)) => {
+                let api_url = http_url("telegram.api_url", &self.telegram.api_url)?;
+                // Telegram allows about 1 message/s in a private chat, 20/min in a group.
+                let default_ms = if chat_id > 0 { 1000 } else { 3000 };
+                Some(TelegramSettings {
+                    bot_token,
+                    chat_id,
+                    api_url,
+                    min_send_interval: Duration::from_millis(
+                        self.telegram.min_send_interval_ms.unwrap_or(default_ms),
+                    ),
+                })
+            }
+        };
+
+        // discord: a token and exactly one target
+        let dc_token = secret(
+            "discord.bot_token",
+            self.discord.bot_token,
+            self.discord.bot_token_file,
+        )?;
+        let discord = match (dc_token, self.discord.user_id, self.discord.channel_id) {
+            (None, None, None) => None,
+            (None, _, _) => {
+                return Err(ConfigError::new(
+                    "discord.bot_token",
+                    "not set, but discord.user_id or discord.channel_id is",
+                ));
+            }
+            (Some(_), Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "discord.user_id",
+                    "discord.user_id and discord.channel_id are both set: give exactly one \
+                     (user_id for a direct message, channel_id for a channel)",
+                ));
+            }
+            (Some(_), None, None) => {
+                return Err(ConfigError::new(
+                    "discord.user_id",
+                    "discord.bot_token is set but neither discord.user_id (a direct message) \
+                     nor discord.channel_id (a channel) is: give exactly one",
+                ));
+            }
+            (Some(bot_token), user, channel) => {
+                let target = match (user, channel) {
+                    (Some(u), None) => DiscordTarget::User(u),
+                    (None, Some(c)) => DiscordTarget::Channel(c),
+                    _ => unreachable!("both and neither are handled above"),
+                };
+                let api_url = http_url("discord.api_url", &self.discord.api_url)?;
+                let is_real = api_url.host_str() == Some("discord.com");
+                Some(DiscordSettings {
+                    bot_token,
+                    target,
+                    api_url: (!is_real).then_some(api_url),
+                    min_send_interval: Duration::from_millis(self.discord.min_send_interval_ms),
+                })
+            }
+        };
+
+        let console = self
+            .console
+            .enabled
+            .unwrap_or(telegram.is_none() && discord.is_none());
+
+        let mut reminders = Vec::new();
+        for (i, text) in self.reminders.before_expiry.iter().enumerate() {
+            let d = duration(&format!("reminders.before_expiry[{i}]"), text)?;
+            if d.is_zero() {
+                return Err(ConfigError::new(
+                    format!("reminders.before_expiry[{i}]"),
+                    "must be more than zero",
+                ));
+            }
+            reminders.push(d);
+        }
+        reminders.sort_unstable_by(|a, b| b.cmp(a));
+        reminders.dedup();
+
+        let proxy = ProxySettings {
+            enabled: self.proxy.enabled,
+            listen: socket_addr("proxy.listen", &self.proxy.listen)?,
+        };
+
+        let format = match self.log.format.to_ascii_lowercase().as_str() {
+            "human" | "text" => LogFormat::Human,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(ConfigError::new(
+                    "log.format",
+                    format!("{other:?} is not one of \"human\" or \"json\""),
+                ));
+            }
+        };
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(ConfigError::new(
+                "log.level",
+                format!(
+                    "{:?} is not a level or filter like \"info\" or \"countersign=debug\"",
+                    self.log.level
+                ),
+            ));
+        }
+
+        Ok(Settings {
+            hook: HookSettings {
+                listen,
+                token: hook_token,
+                allow_anonymous_loopback: self.hook.allow_anonymous_loopback,
+                max_body_bytes: self.hook.max_body_bytes as usize,
+            },
+            opentrain: OpenTrainSettings {
+                api_url,
+                app_url,
+                token,
+                poll_interval: Duration::from_secs(self.opentrain.poll_interval_secs),
+                webhook_secret,
+                request_timeout: Duration::from_secs(self.opentrain.request_timeout_secs),
+            },
+            store: StoreSettings {
+                path: self.store.path,
+                synchronous,
+            },
+            telegram,
+            discord,
+            console,
+            reminders,
+            proxy,
+            log: LogSettings {
+                format,
+                level: self.log.level,
+            },
+        })
+    }
+}

@@ -1,0 +1,288 @@
+//! The hook: a small HTTP API on `hook.listen` for agents (and, later, OpenTrain's webhooks).
+//!
+//! Every error is `{"error": "<code>", "message": "<sentence>"}` with its status, and a refused
+//! request changes nothing. A 2xx from `POST /v1/approvals` is sent only after the store has
+//! committed the approval to disk.
+
+pub mod submission;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::approval::ApprovalId;
+use crate::config::Secret;
+use crate::store::{NewSubmission, Store};
+use crate::worker::now_ms;
+use submission::{Rejection, parse_event, parse_submission};
+
+/// What the hook's handlers share.
+pub struct HookState {
+    pub store: Store,
+    pub token: Option<Secret>,
+    pub app_url: String,
+    pub max_body_bytes: usize,
+}
+
+/// An error answer: a status and the JSON error body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(json!({"error": self.code, "message": self.message})),
+        )
+            .into_response()
+    }
+}
+
+impl From<Rejection> for ApiError {
+    fn from(r: Rejection) -> Self {
+        match r {
+            Rejection::Malformed(m) => ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", m),
+            Rejection::Unacceptable { code, message } => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+            }
+        }
+    }
+}
+
+fn store_error(e: crate::store::StoreError) -> ApiError {
+    tracing::error!(error = %e, "hook: the store failed");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "the store could not commit the request; nothing was accepted, try again",
+    )
+}
+
+pub fn router(state: Arc<HookState>) -> Router {
+    Router::new()
+        .route("/v1/approvals", post(submit).get(list))
+        .route("/v1/approvals/{id}", get(show))
+        .route("/v1/events", post(event))
+        .route("/healthz", get(healthz))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method",
+            )
+        })
+        .with_state(state)
+}
+
+/// `Authorization: Bearer <hook.token>`, compared in constant time. Without a configured token
+/// (only allowed on loopback) every caller is let in.
+fn authorize(state: &HookState, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Some(expected) = &state.token else {
+        return Ok(());
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim);
+    match given {
+        Some(token) if bool::from(token.as_bytes().ct_eq(expected.expose().as_bytes())) => Ok(()),
+        Some(_) => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "the bearer token is not the hook's token",
+        )),
+        None => Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send Authorization: Bearer <hook.token>",
+        )),
+    }
+}
+
+/// Reads the body, refusing it with 413 as soon as it passes the limit (without buffering more).
+async fn read_body(state: &HookState, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError> {
+    let limit = state.max_body_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is larger than hook.max_body_bytes ({limit} bytes)"),
+        )
+    };
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        && len > limit as u64 {
+            return Err(too_large());
+        }
+    let mut out = Vec::new();
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                format!("the body could not be read: {e}"),
+            )
+        })?;
+        if out.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+/// `POST /v1/approvals`.
+async fn submit(
+    State(state): State<Arc<HookState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let bytes = read_body(&state, &headers, body).await?;
+    let sub = parse_submission(&bytes, &state.app_url).inspect_err(|r| {
+        tracing::info!(rejection = ?r, "hook: submission refused");
+    })?;
+    let id = sub.id.clone();
+    let agent = sub.context.agent.clone().unwrap_or_default();
+    let inserted = state
+        .store
+        .insert_submission(NewSubmission {
+            approval: sub.approval,
+            kind: sub.kind,
+            agent: sub.context,
+            now: now_ms(),
+        })
+        .await
+        .map_err(store_error)?;
+    let body = json!({
+        "approvalId": id.as_str(),
+        "status": inserted.status,
+        "duplicate": !inserted.new,
+    });
+    if inserted.new {
+        tracing::info!(approval_id = %id, kind = sub.kind.as_str(), agent = %agent, "accepted");
+        Ok((StatusCode::ACCEPTED, Json(body)).into_response())
+    } else {
+        tracing::debug!(approval_id = %id, "already tracked; duplicate submission");
+        Ok((StatusCode::OK, Json(body)).into_response())
+    }
+}
+
+/// `POST /v1/events`: an OpenTrain event an agent saw. Only a doorbell: the status is re-read.
+async fn event(
+    State(state): State<Arc<HookState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let bytes = read_body(&state, &headers, body).await?;
+    let id = parse_event(&bytes)?;
+    let rung = match &id {
+        Some(id) => {
+            state
+                .store
+                .ring_and_save_cursor(vec![id.as_str().to_string()], None, now_ms())
+                .await
+                .map_err(store_error)?
+                > 0
+        }
+        None => false,
+    };
+    if let (Some(id), true) = (&id, rung) {
+        tracing::info!(approval_id = %id, "doorbell from an agent's event; re-reading");
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"accepted": true, "rang": rung})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v1/approvals[?status=pending]`.
+async fn list(
+    State(state): State<Arc<HookState>>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let views = state
+        .store
+        .list(q.status, limit)
+        .await
+        .map_err(store_error)?;
+    Ok(Json(json!({ "approvals": views })).into_response())
+}
+
+/// `GET /v1/approvals/{id}`.
+async fn show(
+    State(state): State<Arc<HookState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    authorize(&state, &headers)?;
+    let id = ApprovalId::parse(&id)
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e))?;
+    match state.store.get(id.as_str()).await.map_err(store_error)? {
+        Some(view) => Ok(Json(view).into_response()),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("approval {id} was never submitted"),
+        )),
+    }
+}
+
+/// `GET /healthz`: 200 when the store takes a durable write.
+async fn healthz(State(state): State<Arc<HookState>>) -> Response {
+    match state.store.healthcheck(now_ms()).await {
+        Ok(()) => (StatusCode::OK, Json(json!({"status": "ok"}))).into_response(),
+        Err(e) => {
+            tracing::error!(error = %e, "healthz: the store is not writable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "store_unavailable", "message": "the store is not writable"})),
+            )
+                .into_response()
+        }
+    }
+}

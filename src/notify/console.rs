@@ -1,0 +1,72 @@
+//! The console: every message and edit printed to stdout, one block each. The default when no
+//! chat is configured, so a first run shows what the owner would see.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::render::format_utc;
+use super::{Card, CardState, MessageRef, NotifyError, Notifier};
+
+#[derive(Default)]
+pub struct Console {
+    next: AtomicU64,
+}
+
+/// The card as plain text.
+pub fn text(card: &Card) -> String {
+    let (symbol, word) = card.state.label();
+    let mut out = format!("{symbol} {word}: {}", card.headline);
+    if let Some(line) = card.amount_line() {
+        out.push_str(&format!("\n  Amount: {line}"));
+    }
+    for fact in &card.facts {
+        out.push_str(&format!("\n  {}: {}", fact.label, fact.value));
+    }
+    match &card.state {
+        CardState::Pending => {
+            if let Some(line) = card.expiry_line() {
+                out.push_str(&format!("\n  Expires: {line}"));
+            }
+            out.push_str(&format!("\n  Review and sign: {}", card.link));
+        }
+        CardState::Confirmed { evidence, .. } => {
+            for (k, v) in evidence {
+                out.push_str(&format!("\n  {k}: {v}"));
+            }
+        }
+        _ => {}
+    }
+    if let Some(t) = card.state.resolved_at() {
+        out.push_str(&format!("\n  Resolved: {}", format_utc(t)));
+    }
+    out.push_str(&format!("\n  approval {}", card.approval_id));
+    out
+}
+
+fn print(block: &str) -> Result<(), NotifyError> {
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "{block}\n")
+        .and_then(|_| stdout.flush())
+        .map_err(|e| NotifyError::Transient(format!("cannot write to stdout: {e}")))
+}
+
+impl Notifier for Console {
+    fn channel(&self) -> &'static str {
+        "console"
+    }
+
+    fn min_interval(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    async fn post(&self, card: &Card) -> Result<MessageRef, NotifyError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        print(&format!("── new message ──\n{}", text(card)))?;
+        Ok(MessageRef(format!("console-{}-{n}", card.approval_id)))
+    }
+
+    async fn edit(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
+        print(&format!("── edit of {} ──\n{}", message.0, text(card)))
+    }
+}

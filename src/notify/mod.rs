@@ -1,0 +1,56 @@
+//! Notifiers put a [`Card`] in front of the owner and later edit it. Each integration is thin: it
+//! renders the card for its platform and classifies its platform's errors into a
+//! [`NotifyError`] that says whether and when to try again. Pacing, retries, leases and
+//! bookkeeping live in [`crate::delivery`], the same for every channel.
+
+pub mod console;
+pub mod render;
+pub mod telegram;
+
+use std::future::Future;
+use std::time::Duration;
+
+pub use render::{Card, CardState, Fact};
+
+/// Where a posted message lives, in the notifier's own format (a Telegram `chat:message` pair,
+/// for instance). Stored as-is and handed back for edits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRef(pub String);
+
+/// Why a post or an edit did not happen, and what to do about it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NotifyError {
+    /// The platform asked us to wait; nothing may be sent to that chat before `0` has passed.
+    #[error("rate limited: retry after {0:?}")]
+    RateLimited(Duration),
+    /// A network failure or a server-side error: try again with backoff.
+    #[error("transient: {0}")]
+    Transient(String),
+    /// The message no longer exists (the owner deleted it) or can no longer be edited. Final for
+    /// that message: it is never re-posted.
+    #[error("message gone: {0}")]
+    Gone(String),
+    /// A configuration or permission problem (bad token, unknown chat, bot blocked). Retrying
+    /// cannot help until the operator acts; it is retried once at the next start.
+    #[error("permanent: {0}")]
+    Permanent(String),
+}
+
+/// One chat integration. Implementations must never put a secret in an error.
+pub trait Notifier: Send + Sync + 'static {
+    /// The channel's name in the store and in `list` (`telegram`, `discord`, `console`).
+    fn channel(&self) -> &'static str;
+
+    /// The least time between two requests to the owner's chat.
+    fn min_interval(&self) -> Duration;
+
+    /// Posts a new message showing `card`.
+    fn post(&self, card: &Card) -> impl Future<Output = Result<MessageRef, NotifyError>> + Send;
+
+    /// Edits the message at `message` to show `card`. An edit that changes nothing is a success.
+    fn edit(
+        &self,
+        message: &MessageRef,
+        card: &Card,
+    ) -> impl Future<Output = Result<(), NotifyError>> + Send;
+}

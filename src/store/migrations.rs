@@ -1,0 +1,69 @@
+//! Schema migrations, applied in order at start-up; `PRAGMA user_version` records how many ran.
+//! Never edit a migration that has shipped: add a new one.
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: approvals, their per-channel deliveries, and small key/value state (the /updates cursor).
+    r#"
+    CREATE TABLE approvals (
+        id              TEXT PRIMARY KEY,
+        kind            TEXT NOT NULL,
+        -- countersign's status: verifying, pending, confirmed, declined, expired, superseded,
+        -- rejected, or an unknown OpenTrain value kept raw.
+        status          TEXT NOT NULL,
+        -- what work the approval needs: 'verify' (read it back from OpenTrain), 'track' (wait for
+        -- a terminal status), 'done' (nothing more to read).
+        phase           TEXT NOT NULL,
+        -- bumped whenever what the owner should see changes; deliveries catch up to it.
+        version         INTEGER NOT NULL DEFAULT 1,
+        submitted_json  TEXT NOT NULL,
+        agent_json      TEXT NOT NULL,
+        upstream_json   TEXT,
+        context_json    TEXT,
+        proposal_id     TEXT,
+        expires_at      INTEGER,
+        resolved_at     INTEGER,
+        received_at     INTEGER NOT NULL,
+        updated_at      INTEGER NOT NULL,
+        reason          TEXT,
+        superseded_by   TEXT,
+        -- a doorbell rang: re-read the approval from OpenTrain.
+        recheck         INTEGER NOT NULL DEFAULT 0,
+        -- when to re-read without a doorbell (after expiresAt, since expiry is lazy upstream).
+        next_read_at    INTEGER,
+        -- work claiming: backoff, attempts and the lease of the worker holding it.
+        run_after       INTEGER NOT NULL DEFAULT 0,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        lease_until     INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX approvals_phase_run ON approvals(phase, run_after);
+    CREATE INDEX approvals_phase_read ON approvals(phase, next_read_at);
+    CREATE INDEX approvals_recheck ON approvals(recheck) WHERE recheck = 1;
+    CREATE INDEX approvals_proposal ON approvals(proposal_id) WHERE proposal_id IS NOT NULL;
+    CREATE INDEX approvals_received ON approvals(received_at);
+
+    CREATE TABLE deliveries (
+        approval_id     TEXT NOT NULL REFERENCES approvals(id),
+        channel         TEXT NOT NULL,
+        -- 'active', 'gone' (the owner deleted the message: never re-posted) or 'failed'
+        -- (a permanent error such as a blocked bot; retried once at the next start).
+        state           TEXT NOT NULL,
+        message_ref     TEXT,
+        shown_version   INTEGER NOT NULL DEFAULT 0,
+        -- 1 while the message is missing or shows an older version than the approval's.
+        due             INTEGER NOT NULL DEFAULT 1,
+        run_after       INTEGER NOT NULL DEFAULT 0,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        lease_until     INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        posted_at       INTEGER,
+        updated_at      INTEGER NOT NULL,
+        PRIMARY KEY (approval_id, channel)
+    );
+    CREATE INDEX deliveries_due ON deliveries(channel, due, run_after) WHERE due = 1;
+
+    CREATE TABLE kv (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    );
+    "#,
+];

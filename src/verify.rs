@@ -1,0 +1,269 @@
+//! Verify and enrich: read each accepted approval back from OpenTrain with countersign's own token
+//! and fetch its money context. An approval OpenTrain does not know is marked `rejected` and never
+//! shown. At most two reads happen here (the approval, then its contract or proposal); OpenTrain's
+//! answer is kept between them so a retried context fetch does not read the approval again.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::approval::{AgentContext, Kind, MoneyContext, Status, Usd, WireApproval};
+use crate::opentrain::{OpenTrain, UpstreamError, backoff};
+use crate::store::{Store, VerifyJob, VerifyOutcome};
+use crate::worker::{LEASE, idle, now_ms, sleep_or_cancel};
+
+/// How many verifications run at once.
+const CONCURRENCY: usize = 8;
+/// After `expiresAt`, wait this long before forcing OpenTrain's lazy expiry with a read.
+pub const EXPIRY_GRACE_MS: i64 = 1_000;
+/// How long to leave work alone after OpenTrain refused countersign's token.
+pub const AUTH_RETRY: Duration = Duration::from_secs(15 * 60);
+
+pub struct Verifier {
+    pub store: Store,
+    pub opentrain: OpenTrain,
+    pub channels: Vec<&'static str>,
+}
+
+impl Verifier {
+    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+        let mut running = JoinSet::new();
+        while !cancel.is_cancelled() {
+            let room = CONCURRENCY - running.len();
+            let jobs = if room > 0 {
+                match self.store.claim_verifications(now_ms(), LEASE, room).await {
+                    Ok(jobs) => jobs,
+                    Err(e) => {
+                        tracing::error!(error = %e, "verify: cannot claim work from the store");
+                        sleep_or_cancel(Duration::from_secs(1), &cancel).await;
+                        continue;
+                    }
+                }
+            } else {
+                Vec::new()
+            };
+            let claimed = jobs.len();
+            for job in jobs {
+                let me = self.clone();
+                running.spawn(async move { me.verify(job).await });
+            }
+            if claimed == 0 {
+                if running.is_empty() {
+                    let next = self.store.next_verification_at().await.ok().flatten();
+                    idle(&self.store.signals().verify, next, &cancel).await;
+                } else {
+                    // Wait for a slot or for new work.
+                    tokio::select! {
+                        _ = running.join_next() => {}
+                        _ = self.store.signals().verify.notified() => {}
+                        _ = cancel.cancelled() => {}
+                    }
+                }
+            }
+        }
+        // In-flight verifications finish on their own; their claims are released at next start
+        // if they do not.
+        while running.join_next().await.is_some() {}
+    }
+
+    async fn verify(&self, job: VerifyJob) {
+        let id = job.id.clone();
+        let outcome = self.outcome(job).await;
+        match &outcome {
+            VerifyOutcome::Verified { status, .. } => {
+                tracing::info!(approval_id = %id, %status, "verified with OpenTrain")
+            }
+            VerifyOutcome::Rejected { reason } => {
+                tracing::warn!(approval_id = %id, %reason, "rejected: it will not be shown")
+            }
+            VerifyOutcome::Retry { error, at } => {
+                tracing::warn!(approval_id = %id, %error, retry_in_ms = at - now_ms(), "verification will be retried")
+            }
+        }
+        match self
+            .store
+            .finish_verification(&id, outcome, &self.channels, now_ms())
+            .await
+        {
+            Ok(recorded) => {
+                for old in recorded.superseded {
+                    tracing::info!(approval_id = %old, superseded_by = %id, "a newer hire request for the same proposal replaces it");
+                }
+            }
+            Err(e) => {
+                tracing::error!(approval_id = %id, error = %e, "cannot record the verification; it will be redone")
+            }
+        }
+    }
+
+    async fn outcome(&self, job: VerifyJob) -> VerifyOutcome {
+        let upstream = match job.upstream {
+            Some(u) => u,
+            None => match self.opentrain.approval(&job.id).await {
+                Ok(a) if a.id != job.id => {
+                    return VerifyOutcome::Rejected {
+                        reason: format!(
+                            "OpenTrain answered with a different approval id ({:?})",
+                            a.id
+                        ),
+                    };
+                }
+                Ok(a) => {
+                    if let Err(e) = self.store.record_upstream(&job.id, &a, now_ms()).await {
+                        tracing::warn!(approval_id = %job.id, error = %e, "cannot keep OpenTrain's answer; it may be read again");
+                    }
+                    a
+                }
+                Err(UpstreamError::NotFound { .. }) => {
+                    return VerifyOutcome::Rejected {
+                        reason: "OpenTrain does not know this approval (404 for countersign's token)"
+                            .into(),
+                    };
+                }
+                Err(e) => return retry(&e, job.attempts),
+            },
+        };
+        let context = match self.context(&upstream, &job.agent).await {
+            Ok(c) => c,
+            Err(e) => return retry(&e, job.attempts),
+        };
+        let status = Status::from_upstream(upstream.status.as_deref());
+        let next_read_at = upstream
+            .expires_at()
+            .map(|t| t.timestamp_millis() + EXPIRY_GRACE_MS);
+        VerifyOutcome::Verified {
+            upstream,
+            context,
+            status,
+            next_read_at,
+        }
+    }
+
+    /// The money context for the approval's type. A missing contract, milestone or proposal is
+    /// shown as missing, not retried; only transient failures are errors.
+    async fn context(
+        &self,
+        a: &WireApproval,
+        _agent: &AgentContext,
+    ) -> Result<MoneyContext, UpstreamError> {
+        let mut ctx = MoneyContext::default();
+        match Kind::parse(&a.kind) {
+            Some(kind @ (Kind::MilestoneFund | Kind::MilestoneApprove | Kind::ContractEnd)) => {
+                let Some(contract_id) = &a.contract_id else {
+                    ctx.missing = Some("OpenTrain gave no contract for this approval".into());
+                    return Ok(ctx);
+                };
+                let contract = match self.opentrain.contract(contract_id).await {
+                    Ok(c) => c,
+                    Err(UpstreamError::NotFound { .. }) => {
+                        ctx.missing = Some("the contract is not visible on OpenTrain".into());
+                        return Ok(ctx);
+                    }
+                    Err(e) => return Err(e),
+                };
+                ctx.contract_title = str_at(&contract, &["title"]);
+                ctx.trainer = str_at(&contract, &["freelancer", "displayName"]);
+                let milestones = contract
+                    .get("milestones")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                if kind == Kind::ContractEnd {
+                    ctx.amount = contract
+                        .pointer("/budget/fundedAmountUsd")
+                        .and_then(Usd::from_json)
+                        .map(|u| u.as_decimal().to_string());
+                    ctx.funded_milestones = Some(
+                        milestones
+                            .iter()
+                            .filter(|m| {
+                                m.get("status").and_then(Value::as_str) == Some("ACTIVE_FUNDED")
+                            })
+                            .count() as u32,
+                    );
+                } else {
+                    let wanted = a.milestone_id.as_deref();
+                    match milestones
+                        .iter()
+                        .find(|m| wanted.is_some() && m.get("id").and_then(Value::as_str) == wanted)
+                    {
+                        Some(m) => {
+                            ctx.amount = m
+                                .get("amountUsd")
+                                .and_then(Usd::from_json)
+                                .map(|u| u.as_decimal().to_string());
+                            ctx.milestone_name = str_at(m, &["name"]);
+                            ctx.milestone_due = str_at(m, &["dueDate"]);
+                        }
+                        None => {
+                            ctx.missing = Some(
+                                "the milestone is not in the contract (cancelled or refunded?)"
+                                    .into(),
+                            );
+                        }
+                    }
+                }
+            }
+            Some(Kind::ProposalHire) => {
+                let Some(proposal_id) = &a.proposal_id else {
+                    ctx.missing = Some("OpenTrain gave no proposal for this hire".into());
+                    return Ok(ctx);
+                };
+                let proposal = match self.opentrain.proposal(proposal_id).await {
+                    Ok(p) => p,
+                    Err(UpstreamError::NotFound { .. }) => {
+                        ctx.missing = Some("the proposal is not visible on OpenTrain".into());
+                        return Ok(ctx);
+                    }
+                    Err(e) => return Err(e),
+                };
+                ctx.job_title = str_at(&proposal, &["jobTitle"]);
+                ctx.trainer = str_at(&proposal, &["candidate", "displayName"]);
+                ctx.bid = proposal.pointer("/bid/amountUsd").and_then(Usd::from_json).map(|u| {
+                    match proposal.pointer("/bid/unit").and_then(Value::as_str) {
+                        Some(unit) => {
+                            format!("{u} {}", unit.to_ascii_lowercase().replace('_', " "))
+                        }
+                        None => u.to_string(),
+                    }
+                });
+            }
+            None => {}
+        }
+        Ok(ctx)
+    }
+}
+
+fn str_at(v: &Value, path: &[&str]) -> Option<String> {
+    let mut cur = v;
+    for key in path {
+        cur = cur.get(key)?;
+    }
+    cur.as_str().map(String::from)
+}
+
+/// When to try a failed OpenTrain call again: as OpenTrain asks, after a backoff, or (when the
+/// token itself was refused) after a long pause, with one clear reason recorded.
+pub fn retry_at(e: &UpstreamError, attempts: u32) -> i64 {
+    let wait = if let Some(d) = e.retry_after() {
+        d
+    } else if e.is_transient() {
+        backoff(attempts, Duration::from_secs(2), Duration::from_secs(300))
+    } else {
+        AUTH_RETRY
+    };
+    now_ms() + wait.as_millis() as i64
+}
+
+fn retry(e: &UpstreamError, attempts: u32) -> VerifyOutcome {
+    if !e.is_transient() {
+        tracing::error!(error = %e, "OpenTrain refused countersign's token: fix opentrain.token; retrying in 15 minutes");
+    }
+    VerifyOutcome::Retry {
+        at: retry_at(e, attempts),
+        error: e.to_string(),
+    }
+}

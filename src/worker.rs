@@ -1,0 +1,43 @@
+//! What every background worker shares: the clock, how long a claim is leased, and how an idle
+//! worker waits (for a wake-up from the store, the next scheduled item, or shutdown).
+
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// How long a claim stays with its worker. Longer than any single network call (their timeouts
+/// are 30 s at most), so a live worker never loses its claim, while a dead one's work comes back.
+pub const LEASE: Duration = Duration::from_secs(90);
+
+/// The longest an idle worker sleeps before looking again, whatever it was told.
+pub const MAX_IDLE: Duration = Duration::from_secs(30);
+
+/// Milliseconds since the Unix epoch: the store's unit of time.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Waits until `wake` is notified, `next_at` (ms) arrives, `MAX_IDLE` passes, or shutdown.
+pub async fn idle(wake: &Notify, next_at: Option<i64>, cancel: &CancellationToken) {
+    let wait = match next_at {
+        Some(at) => Duration::from_millis((at - now_ms()).max(0) as u64).min(MAX_IDLE),
+        None => MAX_IDLE,
+    };
+    if wait.is_zero() {
+        return;
+    }
+    tokio::select! {
+        _ = wake.notified() => {}
+        _ = tokio::time::sleep(wait) => {}
+        _ = cancel.cancelled() => {}
+    }
+}
+
+/// Sleeps for `d` unless shutdown comes first; returns false on shutdown.
+pub async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => true,
+        _ = cancel.cancelled() => false,
+    }
+}
