@@ -163,7 +163,9 @@ impl App {
             .await
             .is_err()
         {
-            tracing::warn!("shutdown: some work did not finish in time; it stays in the store for the next start");
+            tracing::warn!(
+                "shutdown: some work did not finish in time; it stays in the store for the next start"
+            );
         }
         tracing::info!("countersign stopped");
         served.map_err(|e| StartError::Other(format!("the hook server failed: {e}")))

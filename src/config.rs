@@ -333,7 +333,9 @@ impl Default for RawLog {
 }
 
 /// Lists come as TOML arrays from the file, and as `24h,1h` from an environment variable.
-fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+fn list_or_comma_separated<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<String>, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum ListOrString {
@@ -513,7 +515,8 @@ impl RawSettings {
         // hook
         let listen = socket_addr("hook.listen", &self.hook.listen)?;
         let hook_token = secret("hook.token", self.hook.token, self.hook.token_file)?;
-        if hook_token.is_none() && !(self.hook.allow_anonymous_loopback && listen.ip().is_loopback())
+        if hook_token.is_none()
+            && !(self.hook.allow_anonymous_loopback && listen.ip().is_loopback())
         {
             return Err(ConfigError::new(
                 "hook.token",

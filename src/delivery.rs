@@ -16,7 +16,7 @@ use chrono::Utc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::notify::{Card, MessageRef, NotifyError, Notifier};
+use crate::notify::{Card, MessageRef, Notifier, NotifyError};
 use crate::opentrain::backoff;
 use crate::store::{DeliveryJob, DeliveryOutcome, Store};
 use crate::worker::{LEASE, idle, now_ms, sleep_or_cancel};
@@ -105,7 +105,11 @@ impl<N: Notifier> Delivery<N> {
                 )
             }
             Err(NotifyError::Transient(e)) => {
-                let wait = backoff(job.attempts, Duration::from_secs(1), Duration::from_secs(300));
+                let wait = backoff(
+                    job.attempts,
+                    Duration::from_secs(1),
+                    Duration::from_secs(300),
+                );
                 tracing::warn!(channel, approval_id = %id, action, error = %e, retry_in_ms = wait.as_millis() as u64, "delivery failed; will retry");
                 (
                     DeliveryOutcome::Retry {

@@ -7,8 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use countersign::config::{LogFormat, Settings};
 use countersign::App;
+use countersign::config::{LogFormat, Settings};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]

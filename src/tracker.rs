@@ -39,7 +39,9 @@ impl Tracker {
             let wait = match self.poll_once().await {
                 Ok(rung) => {
                     if failures > 0 {
-                        tracing::info!("updates: OpenTrain answers again; caught up from the saved cursor");
+                        tracing::info!(
+                            "updates: OpenTrain answers again; caught up from the saved cursor"
+                        );
                     }
                     failures = 0;
                     if rung > 0 {
@@ -149,8 +151,12 @@ impl Tracker {
                 let next_read_at = match upstream.expires_at().map(|t| t.timestamp_millis()) {
                     // Still pending after expiry (clocks differ): look again, backing off.
                     Some(exp) if exp + EXPIRY_GRACE_MS <= now => Some(
-                        now + backoff(job.attempts, Duration::from_secs(5), Duration::from_secs(600))
-                            .as_millis() as i64,
+                        now + backoff(
+                            job.attempts,
+                            Duration::from_secs(5),
+                            Duration::from_secs(600),
+                        )
+                        .as_millis() as i64,
                     ),
                     Some(exp) => Some(exp + EXPIRY_GRACE_MS),
                     None => None,

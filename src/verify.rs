@@ -119,8 +119,9 @@ impl Verifier {
                 }
                 Err(UpstreamError::NotFound { .. }) => {
                     return VerifyOutcome::Rejected {
-                        reason: "OpenTrain does not know this approval (404 for countersign's token)"
-                            .into(),
+                        reason:
+                            "OpenTrain does not know this approval (404 for countersign's token)"
+                                .into(),
                     };
                 }
                 Err(e) => return retry(&e, job.attempts),
@@ -222,14 +223,17 @@ impl Verifier {
                 };
                 ctx.job_title = str_at(&proposal, &["jobTitle"]);
                 ctx.trainer = str_at(&proposal, &["candidate", "displayName"]);
-                ctx.bid = proposal.pointer("/bid/amountUsd").and_then(Usd::from_json).map(|u| {
-                    match proposal.pointer("/bid/unit").and_then(Value::as_str) {
-                        Some(unit) => {
-                            format!("{u} {}", unit.to_ascii_lowercase().replace('_', " "))
-                        }
-                        None => u.to_string(),
-                    }
-                });
+                ctx.bid = proposal
+                    .pointer("/bid/amountUsd")
+                    .and_then(Usd::from_json)
+                    .map(
+                        |u| match proposal.pointer("/bid/unit").and_then(Value::as_str) {
+                            Some(unit) => {
+                                format!("{u} {}", unit.to_ascii_lowercase().replace('_', " "))
+                            }
+                            None => u.to_string(),
+                        },
+                    );
             }
             None => {}
         }

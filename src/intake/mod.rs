@@ -87,9 +87,7 @@ pub fn router(state: Arc<HookState>) -> Router {
         .route("/v1/approvals/{id}", get(show))
         .route("/v1/events", post(event))
         .route("/healthz", get(healthz))
-        .fallback(|| async {
-            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route")
-        })
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -130,7 +128,11 @@ fn authorize(state: &HookState, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Reads the body, refusing it with 413 as soon as it passes the limit (without buffering more).
-async fn read_body(state: &HookState, headers: &HeaderMap, body: Body) -> Result<Vec<u8>, ApiError> {
+async fn read_body(
+    state: &HookState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<u8>, ApiError> {
     let limit = state.max_body_bytes;
     let too_large = || {
         ApiError::new(
@@ -143,9 +145,10 @@ async fn read_body(state: &HookState, headers: &HeaderMap, body: Body) -> Result
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
-        && len > limit as u64 {
-            return Err(too_large());
-        }
+        && len > limit as u64
+    {
+        return Err(too_large());
+    }
     let mut out = Vec::new();
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
@@ -260,8 +263,8 @@ async fn show(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let id = ApprovalId::parse(&id)
-        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e))?;
+    let id =
+        ApprovalId::parse(&id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e))?;
     match state.store.get(id.as_str()).await.map_err(store_error)? {
         Some(view) => Ok(Json(view).into_response()),
         None => Err(ApiError::new(

@@ -71,8 +71,12 @@ pub fn parse_submission(body: &[u8], app_url: &str) -> Result<Submission, Reject
         }
     };
 
-    let wire: WireApproval = serde_json::from_value(Value::Object(approval))
-        .map_err(|e| unacceptable("invalid_approval", format!("the approval is not valid: {e}")))?;
+    let wire: WireApproval = serde_json::from_value(Value::Object(approval)).map_err(|e| {
+        unacceptable(
+            "invalid_approval",
+            format!("the approval is not valid: {e}"),
+        )
+    })?;
     let id = ApprovalId::parse(&wire.id).map_err(|e| unacceptable("invalid_id", e))?;
     let kind = Kind::parse(&wire.kind).ok_or_else(|| {
         unacceptable(
@@ -102,12 +106,13 @@ pub fn parse_submission(body: &[u8], app_url: &str) -> Result<Submission, Reject
         ("resolvedAt", &wire.resolved_at),
     ] {
         if let Some(v) = value
-            && parse_time(v).is_none() {
-                return Err(unacceptable(
-                    "invalid_approval",
-                    format!("{name} is not an RFC 3339 time: {:?}", cut(v, 64)),
-                ));
-            }
+            && parse_time(v).is_none()
+        {
+            return Err(unacceptable(
+                "invalid_approval",
+                format!("{name} is not an RFC 3339 time: {:?}", cut(v, 64)),
+            ));
+        }
     }
 
     let context = parse_context(&top)?;
@@ -151,10 +156,7 @@ fn parse_context(top: &Map<String, Value>) -> Result<AgentContext, Rejection> {
         None | Some(Value::Null) => return Ok(ctx),
         Some(Value::Object(c)) => c,
         Some(_) => {
-            return Err(unacceptable(
-                "invalid_context",
-                "context must be an object",
-            ));
+            return Err(unacceptable("invalid_context", "context must be an object"));
         }
     };
     ctx.note = optional_string(context, "note", "context.note", MAX_NOTE_CHARS)?;
@@ -258,9 +260,15 @@ mod tests {
     #[test]
     fn accepts_the_202_body_and_the_bare_approval() {
         let wrapped = body(serde_json::json!({"approval": approval("apr_1"), "message": "m"}));
-        assert_eq!(parse_submission(&wrapped, APP).unwrap().id.as_str(), "apr_1");
+        assert_eq!(
+            parse_submission(&wrapped, APP).unwrap().id.as_str(),
+            "apr_1"
+        );
         let bare = body(approval("apr_2"));
-        assert_eq!(parse_submission(&bare, APP).unwrap().kind, Kind::MilestoneFund);
+        assert_eq!(
+            parse_submission(&bare, APP).unwrap().kind,
+            Kind::MilestoneFund
+        );
     }
 
     #[test]
@@ -274,30 +282,51 @@ mod tests {
             let mut a = approval("apr_1");
             a["approvalUrl"] = url.into();
             let r = parse_submission(&body(a), APP).unwrap_err();
-            assert!(matches!(r, Rejection::Unacceptable { code: "bad_approval_url", .. }), "{url}");
+            assert!(
+                matches!(
+                    r,
+                    Rejection::Unacceptable {
+                        code: "bad_approval_url",
+                        ..
+                    }
+                ),
+                "{url}"
+            );
         }
     }
 
     #[test]
     fn classifies_bad_bodies() {
-        assert!(matches!(parse_submission(b"{", APP), Err(Rejection::Malformed(_))));
+        assert!(matches!(
+            parse_submission(b"{", APP),
+            Err(Rejection::Malformed(_))
+        ));
         let ok200 = body(serde_json::json!({"ok": true, "contractId": "c", "status": "ended"}));
         assert!(matches!(
             parse_submission(&ok200, APP),
-            Err(Rejection::Unacceptable { code: "no_approval", .. })
+            Err(Rejection::Unacceptable {
+                code: "no_approval",
+                ..
+            })
         ));
         let mut unknown = approval("apr_1");
         unknown["type"] = "withdraw_everything".into();
         assert!(matches!(
             parse_submission(&body(unknown), APP),
-            Err(Rejection::Unacceptable { code: "unknown_type", .. })
+            Err(Rejection::Unacceptable {
+                code: "unknown_type",
+                ..
+            })
         ));
         let mut bad_id = approval("apr_1");
         bad_id["id"] = "../../x".into();
         bad_id["approvalUrl"] = serde_json::Value::Null;
         assert!(matches!(
             parse_submission(&body(bad_id), APP),
-            Err(Rejection::Unacceptable { code: "invalid_id", .. })
+            Err(Rejection::Unacceptable {
+                code: "invalid_id",
+                ..
+            })
         ));
     }
 
@@ -310,16 +339,23 @@ mod tests {
         let s = parse_submission(&b, APP).unwrap();
         assert_eq!(s.context.agent.as_deref(), Some("scout"));
         assert_eq!(s.context.milestone.unwrap().amount.as_deref(), Some("450"));
-        let bad = body(serde_json::json!({"approval": approval("apr_1"), "context": {"milestone": {"amount": "lots"}}}));
+        let bad = body(
+            serde_json::json!({"approval": approval("apr_1"), "context": {"milestone": {"amount": "lots"}}}),
+        );
         assert!(matches!(
             parse_submission(&bad, APP),
-            Err(Rejection::Unacceptable { code: "invalid_context", .. })
+            Err(Rejection::Unacceptable {
+                code: "invalid_context",
+                ..
+            })
         ));
     }
 
     #[test]
     fn events_ring_only_for_approvals() {
-        let e = body(serde_json::json!({"id": "1", "type": "approval.confirmed", "data": {"approvalId": "apr_9", "status": "declined"}}));
+        let e = body(
+            serde_json::json!({"id": "1", "type": "approval.confirmed", "data": {"approvalId": "apr_9", "status": "declined"}}),
+        );
         assert_eq!(parse_event(&e).unwrap().unwrap().as_str(), "apr_9");
         let other = body(serde_json::json!({"id": "2", "type": "proposal.received", "data": {}}));
         assert_eq!(parse_event(&other).unwrap(), None);

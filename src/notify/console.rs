@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::render::format_utc;
-use super::{Card, CardState, MessageRef, NotifyError, Notifier};
+use super::{Card, CardState, MessageRef, Notifier, NotifyError};
 
 #[derive(Default)]
 pub struct Console {

@@ -255,7 +255,12 @@ impl Card {
             _ => None,
         };
 
-        fact("Contract", ctx.contract_title.as_ref(), MAX_VALUE_CHARS, false);
+        fact(
+            "Contract",
+            ctx.contract_title.as_ref(),
+            MAX_VALUE_CHARS,
+            false,
+        );
         fact("Job", ctx.job_title.as_ref(), MAX_VALUE_CHARS, false);
         if let Some(name) = &ctx.milestone_name {
             let mut v = clean(name, MAX_VALUE_CHARS);
@@ -270,8 +275,18 @@ impl Card {
         fact("Trainer", ctx.trainer.as_ref(), MAX_VALUE_CHARS, false);
         fact("Candidate's bid", ctx.bid.as_ref(), MAX_VALUE_CHARS, false);
         if let Some(m) = &agent.milestone {
-            fact("Requested milestone", m.name.as_ref(), MAX_VALUE_CHARS, true);
-            fact("Requested scope", m.description.as_ref(), MAX_VALUE_CHARS, true);
+            fact(
+                "Requested milestone",
+                m.name.as_ref(),
+                MAX_VALUE_CHARS,
+                true,
+            );
+            fact(
+                "Requested scope",
+                m.description.as_ref(),
+                MAX_VALUE_CHARS,
+                true,
+            );
             fact("Requested due date", m.due_date.as_ref(), 40, true);
         }
         fact("Missing", ctx.missing.as_ref(), MAX_VALUE_CHARS, false);
@@ -363,7 +378,10 @@ mod tests {
     fn relative_times_read_naturally() {
         let now = Utc::now();
         assert_eq!(relative(now + chrono::Duration::hours(71), now), "in 71 h");
-        assert_eq!(relative(now + chrono::Duration::minutes(35), now), "in 35 min");
+        assert_eq!(
+            relative(now + chrono::Duration::minutes(35), now),
+            "in 35 min"
+        );
         assert_eq!(relative(now - chrono::Duration::hours(3), now), "3 h ago");
     }
 

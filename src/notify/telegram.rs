@@ -12,7 +12,7 @@ use teloxide::types::{
 use teloxide::{ApiError, RequestError};
 
 use super::render::{AmountSource, format_utc};
-use super::{Card, CardState, MessageRef, NotifyError, Notifier};
+use super::{Card, CardState, MessageRef, Notifier, NotifyError};
 use crate::config::TelegramSettings;
 
 pub struct Telegram {
@@ -97,7 +97,11 @@ pub fn html(card: &Card) -> String {
     }
     for fact in &card.facts {
         if fact.from_agent {
-            out.push_str(&format!("{}: <code>{}</code>\n", fact.label, esc(&fact.value)));
+            out.push_str(&format!(
+                "{}: <code>{}</code>\n",
+                fact.label,
+                esc(&fact.value)
+            ));
         } else {
             out.push_str(&format!("{}: {}\n", fact.label, esc(&fact.value)));
         }
@@ -147,7 +151,10 @@ impl Notifier for Telegram {
             .reply_markup(keyboard(card))
             .await
             .map_err(classify)?;
-        Ok(MessageRef(format!("{}:{}", message.chat.id.0, message.id.0)))
+        Ok(MessageRef(format!(
+            "{}:{}",
+            message.chat.id.0, message.id.0
+        )))
     }
 
     async fn edit(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
@@ -169,7 +176,12 @@ impl Notifier for Telegram {
 }
 
 fn parse_ref(message: &MessageRef) -> Result<(ChatId, MessageId), NotifyError> {
-    let bad = || NotifyError::Gone(format!("unreadable Telegram message reference {:?}", message.0));
+    let bad = || {
+        NotifyError::Gone(format!(
+            "unreadable Telegram message reference {:?}",
+            message.0
+        ))
+    };
     let (chat, id) = message.0.split_once(':').ok_or_else(bad)?;
     Ok((
         ChatId(chat.parse().map_err(|_| bad())?),
@@ -199,9 +211,9 @@ fn classify_api(api: ApiError) -> NotifyError {
         ApiError::MessageToEditNotFound | ApiError::MessageCantBeEdited => {
             NotifyError::Gone(api.to_string())
         }
-        ApiError::InvalidToken => NotifyError::Permanent(
-            "Telegram rejected telegram.bot_token (Unauthorized)".into(),
-        ),
+        ApiError::InvalidToken => {
+            NotifyError::Permanent("Telegram rejected telegram.bot_token (Unauthorized)".into())
+        }
         ApiError::ChatNotFound => NotifyError::Permanent(
             "Telegram does not know telegram.chat_id (chat not found): check the id, \
              and that the owner has opened the bot and pressed Start"

@@ -130,7 +130,11 @@ fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             "the store was written by a newer countersign (schema {current}, this one knows {known})"
         )));
     }
-    for (i, sql) in migrations::MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (i, sql) in migrations::MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(current as usize)
+    {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", (i + 1) as i64)?;
@@ -144,9 +148,8 @@ impl Store {
     /// leases of a previous run and starts the writer thread.
     pub fn open(options: &StoreOptions) -> Result<Store, StoreError> {
         if let Some(dir) = options.path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                StoreError::Open(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Open(format!("cannot create {}: {e}", dir.display())))?;
         }
         let lock_path = lock_path(&options.path);
         let lock = File::options()
@@ -410,27 +413,30 @@ impl Store {
                             )?;
                         }
                         recorded.deliveries_created = !channels.is_empty();
+                        recorded.tracking = !terminal;
                         // A hire for a proposal that already has a live hire request replaces it.
-                        if upstream.kind == Kind::ProposalHire.as_str() && !terminal
-                            && let Some(proposal) = &upstream.proposal_id {
-                                let mut stmt = c.prepare_cached(
-                                    "SELECT id FROM approvals
+                        if upstream.kind == Kind::ProposalHire.as_str()
+                            && !terminal
+                            && let Some(proposal) = &upstream.proposal_id
+                        {
+                            let mut stmt = c.prepare_cached(
+                                "SELECT id FROM approvals
                                      WHERE proposal_id = ?1 AND id != ?2 AND kind = 'proposal_hire'
                                        AND phase = 'track'",
-                                )?;
-                                let older: Vec<String> = stmt
-                                    .query_map(params![proposal, id], |r| r.get(0))?
-                                    .collect::<Result<_, _>>()?;
-                                for old in older {
-                                    c.execute(
-                                        "UPDATE approvals SET superseded_by = ?2, recheck = 1,
+                            )?;
+                            let older: Vec<String> = stmt
+                                .query_map(params![proposal, id], |r| r.get(0))?
+                                .collect::<Result<_, _>>()?;
+                            for old in older {
+                                c.execute(
+                                    "UPDATE approvals SET superseded_by = ?2, recheck = 1,
                                             updated_at = ?3
                                          WHERE id = ?1",
-                                        params![old, id, now],
-                                    )?;
-                                    recorded.superseded.push(old);
-                                }
+                                    params![old, id, now],
+                                )?;
+                                recorded.superseded.push(old);
                             }
+                        }
                     }
                     VerifyOutcome::Rejected { reason } => {
                         c.execute(
@@ -455,7 +461,8 @@ impl Store {
         if recorded.deliveries_created {
             self.inner.signals.wake_deliveries();
         }
-        if !recorded.superseded.is_empty() {
+        // The reader may be asleep until a later expiry than this approval's.
+        if recorded.tracking || !recorded.superseded.is_empty() {
             self.inner.signals.reads.notify_one();
         }
         Ok(recorded)
@@ -478,9 +485,11 @@ impl Store {
     /// The persisted `/updates` cursor.
     pub async fn cursor(&self) -> Result<Option<String>, StoreError> {
         self.read(|c| {
-            Ok(c.query_row("SELECT value FROM kv WHERE key = 'updates_cursor'", [], |r| {
-                r.get(0)
-            })
+            Ok(c.query_row(
+                "SELECT value FROM kv WHERE key = 'updates_cursor'",
+                [],
+                |r| r.get(0),
+            )
             .optional()?)
         })
         .await
@@ -562,60 +571,57 @@ impl Store {
     ) -> Result<(), StoreError> {
         let id = id.to_string();
         let changed = self
-            .write(move |c| {
-                match outcome {
-                    ReadOutcome::Status {
-                        upstream,
-                        status,
-                        terminal,
-                        next_read_at,
-                    } => {
-                        let old: String = c.query_row(
-                            "SELECT status FROM approvals WHERE id = ?1",
-                            [&id],
-                            |r| r.get(0),
-                        )?;
-                        let changed = old != status.as_str();
-                        c.execute(
-                            "UPDATE approvals SET status = ?2, phase = ?3,
+            .write(move |c| match outcome {
+                ReadOutcome::Status {
+                    upstream,
+                    status,
+                    terminal,
+                    next_read_at,
+                } => {
+                    let old: String =
+                        c.query_row("SELECT status FROM approvals WHERE id = ?1", [&id], |r| {
+                            r.get(0)
+                        })?;
+                    let changed = old != status.as_str();
+                    c.execute(
+                        "UPDATE approvals SET status = ?2, phase = ?3,
                                 upstream_json = COALESCE(?4, upstream_json),
                                 resolved_at = COALESCE(?5, resolved_at), next_read_at = ?6,
                                 version = version + ?7,
                                 lease_until = 0, run_after = 0, attempts = 0, reason = NULL,
                                 updated_at = ?8
                              WHERE id = ?1",
-                            params![
-                                id,
-                                status.as_str(),
-                                if terminal { "done" } else { "track" },
-                                upstream.as_ref().map(serde_json::to_string).transpose()?,
-                                upstream
-                                    .as_ref()
-                                    .and_then(|u| u.resolved_at())
-                                    .map(|t| t.timestamp_millis()),
-                                if terminal { None } else { next_read_at },
-                                changed as i64,
-                                now,
-                            ],
-                        )?;
-                        if changed {
-                            c.execute(
-                                "UPDATE deliveries SET due = 1, run_after = 0, updated_at = ?2
-                                 WHERE approval_id = ?1 AND state = 'active'",
-                                params![id, now],
-                            )?;
-                        }
-                        Ok(changed)
-                    }
-                    ReadOutcome::Retry { at, error } => {
+                        params![
+                            id,
+                            status.as_str(),
+                            if terminal { "done" } else { "track" },
+                            upstream.as_ref().map(serde_json::to_string).transpose()?,
+                            upstream
+                                .as_ref()
+                                .and_then(|u| u.resolved_at())
+                                .map(|t| t.timestamp_millis()),
+                            if terminal { None } else { next_read_at },
+                            changed as i64,
+                            now,
+                        ],
+                    )?;
+                    if changed {
                         c.execute(
-                            "UPDATE approvals SET run_after = ?2, reason = ?3, lease_until = 0,
+                            "UPDATE deliveries SET due = 1, run_after = 0, updated_at = ?2
+                                 WHERE approval_id = ?1 AND state = 'active'",
+                            params![id, now],
+                        )?;
+                    }
+                    Ok(changed)
+                }
+                ReadOutcome::Retry { at, error } => {
+                    c.execute(
+                        "UPDATE approvals SET run_after = ?2, reason = ?3, lease_until = 0,
                                 recheck = 1, updated_at = ?4
                              WHERE id = ?1",
-                            params![id, at, error, now],
-                        )?;
-                        Ok(false)
-                    }
+                        params![id, at, error, now],
+                    )?;
+                    Ok(false)
                 }
             })
             .await?;
@@ -922,6 +928,7 @@ pub enum VerifyOutcome {
 #[derive(Default, Debug)]
 pub struct VerifyRecorded {
     deliveries_created: bool,
+    tracking: bool,
     /// Older hire requests for the same proposal, now marked for a re-read as superseded.
     pub superseded: Vec<String>,
 }
@@ -1004,25 +1011,24 @@ pub struct DeliveryView {
 }
 
 fn load_record(c: &Connection, id: &str) -> Result<ApprovalRecord, StoreError> {
-    let (kind, status, version, submitted, agent, upstream, context, superseded_by) = c
-        .query_row(
-            "SELECT kind, status, version, submitted_json, agent_json, upstream_json,
+    let (kind, status, version, submitted, agent, upstream, context, superseded_by) = c.query_row(
+        "SELECT kind, status, version, submitted_json, agent_json, upstream_json,
                     context_json, superseded_by
              FROM approvals WHERE id = ?1",
-            [id],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                ))
-            },
-        )?;
+        [id],
+        |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<String>>(6)?,
+                r.get::<_, Option<String>>(7)?,
+            ))
+        },
+    )?;
     Ok(ApprovalRecord {
         id: id.to_string(),
         kind,
@@ -1042,12 +1048,10 @@ fn ms_to_rfc3339(ms: Option<i64>) -> Option<String> {
 }
 
 fn load_view(c: &Connection, id: &str) -> Result<ApprovalView, StoreError> {
-    let mut views = query_views(
-        c,
-        "WHERE a.id = ?1",
-        params![id],
-    )?;
-    views.pop().ok_or(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+    let mut views = query_views(c, "WHERE a.id = ?1", params![id])?;
+    views
+        .pop()
+        .ok_or(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
 }
 
 fn list_views(

@@ -1,0 +1,260 @@
+//! `spawn_app()`: the real `App` on port 0 with a fresh store, against local fake OpenTrain and
+//! Telegram servers, plus helpers to drive it and wait for outcomes without fixed sleeps.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use countersign::{App, Settings};
+use countersign_fakes::{FakeOpenTrain, FakeTelegram};
+use serde_json::{Value, json};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub const HOOK_TOKEN: &str = "hook-token-s3cr3t-0001";
+pub const OT_TOKEN: &str = "ot_pat_pub_s3cr3t-opentrain-0002";
+pub const TG_TOKEN: &str = "123456:S3CR3T-telegram-token-0003";
+pub const CHAT: i64 = 4242;
+pub const APP_URL: &str = "https://app.opentrain.test";
+
+/// How long `eventually` waits before failing a test.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+pub struct Options {
+    pub poll_interval_secs: u64,
+    /// The app's pacing; the fake Telegram enforces a slightly smaller interval, so a missing
+    /// pace shows up as a 429.
+    pub telegram_interval_ms: u64,
+    pub telegram: bool,
+    pub extra_toml: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            poll_interval_secs: 1,
+            telegram_interval_ms: 60,
+            telegram: true,
+            extra_toml: String::new(),
+        }
+    }
+}
+
+pub struct TestApp {
+    pub hook: String,
+    pub opentrain: FakeOpenTrain,
+    pub telegram: FakeTelegram,
+    pub store_path: PathBuf,
+    pub toml: String,
+    pub client: reqwest::Client,
+    dir: Arc<tempfile::TempDir>,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<Result<(), countersign::app::StartError>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Options::default()).await
+}
+
+pub async fn spawn_app_with(options: Options) -> TestApp {
+    let opentrain = FakeOpenTrain::start(OT_TOKEN, APP_URL).await;
+    let telegram = FakeTelegram::start(TG_TOKEN, CHAT).await;
+    telegram.set_min_interval(Duration::from_millis(
+        options.telegram_interval_ms.saturating_sub(20),
+    ));
+    let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
+    let store_path = dir.path().join("countersign.db");
+    let telegram_toml = if options.telegram {
+        format!(
+            "[telegram]\nbot_token = \"{TG_TOKEN}\"\nchat_id = {CHAT}\napi_url = \"{}\"\nmin_send_interval_ms = {}\n",
+            telegram.api_url(),
+            options.telegram_interval_ms
+        )
+    } else {
+        String::new()
+    };
+    let toml = format!(
+        "[hook]\nlisten = \"127.0.0.1:0\"\ntoken = \"{HOOK_TOKEN}\"\n\
+         [opentrain]\napi_url = \"{}\"\napp_url = \"{APP_URL}\"\ntoken = \"{OT_TOKEN}\"\npoll_interval_secs = {}\nrequest_timeout_secs = 5\n\
+         [store]\npath = \"{}\"\n\
+         [console]\nenabled = false\n\
+         {telegram_toml}{}",
+        opentrain.api_url(),
+        options.poll_interval_secs,
+        store_path.display(),
+        options.extra_toml,
+    );
+    start(opentrain, telegram, dir, store_path, toml).await
+}
+
+async fn start(
+    opentrain: FakeOpenTrain,
+    telegram: FakeTelegram,
+    dir: Arc<tempfile::TempDir>,
+    store_path: PathBuf,
+    toml: String,
+) -> TestApp {
+    let settings = Settings::from_toml_and_env(Some(&toml), HashMap::new()).expect("settings");
+    let app = App::build(settings).await.expect("app builds");
+    let hook = format!("http://{}", app.hook_addr());
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(app.run_until(shutdown.clone()));
+    TestApp {
+        hook,
+        opentrain,
+        telegram,
+        store_path,
+        toml,
+        client: reqwest::Client::new(),
+        dir,
+        shutdown,
+        handle: Some(handle),
+    }
+}
+
+impl TestApp {
+    /// Stops the app (as on SIGTERM) and waits for it.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            h.await.expect("app task").expect("app ran cleanly");
+        }
+    }
+
+    /// Stops the app and starts a new one on the same store, config and fakes.
+    pub async fn restart(mut self) -> TestApp {
+        self.stop().await;
+        start(
+            self.opentrain.clone(),
+            self.telegram.clone(),
+            self.dir.clone(),
+            self.store_path.clone(),
+            self.toml.clone(),
+        )
+        .await
+    }
+
+    pub async fn post_json(&self, path: &str, token: Option<&str>, body: Vec<u8>) -> (u16, Value) {
+        let mut req = self
+            .client
+            .post(format!("{}{path}", self.hook))
+            .header("content-type", "application/json")
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.expect("hook reachable");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+
+    /// `POST /v1/approvals` with the hook token.
+    pub async fn submit(&self, body: &Value) -> (u16, Value) {
+        self.post_json(
+            "/v1/approvals",
+            Some(HOOK_TOKEN),
+            serde_json::to_vec(body).unwrap(),
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self
+            .client
+            .get(format!("{}{path}", self.hook))
+            .bearer_auth(HOOK_TOKEN)
+            .send()
+            .await
+            .expect("hook reachable");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+
+    /// The tracked approval as `GET /v1/approvals/{id}` shows it.
+    pub async fn approval(&self, id: &str) -> Value {
+        let (status, body) = self.get(&format!("/v1/approvals/{id}")).await;
+        assert_eq!(status, 200, "GET /v1/approvals/{id}: {body}");
+        body
+    }
+
+    /// A funded-milestone scenario: a contract with one unfunded $450 milestone, and the 202 body
+    /// OpenTrain gives the agent for funding it.
+    pub fn fund_request(&self, contract: &str, milestone: &str) -> Value {
+        self.opentrain.add_simple_contract(
+            contract,
+            "Spanish Sentiment Labeling Contract",
+            "Maria G.",
+            &[(milestone, "First labeling batch", 450.0, "NOT_FUNDED")],
+        );
+        self.opentrain
+            .create_approval("milestone_fund", Some(contract), Some(milestone), None)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+pub fn approval_id(body: &Value) -> String {
+    body["approval"]["id"]
+        .as_str()
+        .expect("approval.id")
+        .to_string()
+}
+
+/// Waits until `check` returns `Some`, polling; fails the test after `PATIENCE`.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// The owner's chat, once it holds `n` messages.
+pub async fn messages(app: &TestApp, n: usize) -> Vec<countersign_fakes::telegram::FakeMessage> {
+    eventually(&format!("{n} message(s) in the owner's chat"), || async {
+        let m = app.telegram.messages(CHAT);
+        (m.len() >= n).then_some(m)
+    })
+    .await
+}
+
+/// Lets background work that should *not* happen have a fair chance to happen.
+pub async fn settle() {
+    tokio::time::sleep(Duration::from_millis(700)).await;
+}
+
+pub fn json_body(v: Value) -> Vec<u8> {
+    serde_json::to_vec(&v).unwrap()
+}
+
+pub fn bare(v: &Value) -> Value {
+    v["approval"].clone()
+}
+
+pub fn with_agent(body: &Value, agent: &str, context: Value) -> Value {
+    let mut b = body.clone();
+    b["agent"] = json!(agent);
+    b["context"] = context;
+    b
+}
