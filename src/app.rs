@@ -15,8 +15,10 @@ use crate::delivery::Delivery;
 use crate::intake::{HookState, router};
 use crate::notify::Notifier;
 use crate::notify::console::Console;
+use crate::notify::discord::Discord;
 use crate::notify::telegram::Telegram;
 use crate::opentrain::OpenTrain;
+use crate::proxy::Proxy;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::tracker::Tracker;
 use crate::verify::Verifier;
@@ -31,8 +33,9 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
-    #[error("cannot listen on {addr} (hook.listen): {source}")]
+    #[error("cannot listen on {addr} ({key}): {source}")]
     Bind {
+        key: &'static str,
         addr: SocketAddr,
         source: std::io::Error,
     },
@@ -45,6 +48,7 @@ pub struct App {
     store: Store,
     opentrain: OpenTrain,
     hook: TcpListener,
+    proxy: Option<TcpListener>,
 }
 
 /// Refuses settings that ask for something this build cannot do yet, rather than silently
@@ -62,9 +66,6 @@ fn refuse_unimplemented(settings: &Settings) -> Result<(), ConfigError> {
     if settings.opentrain.webhook_secret.is_some() {
         return refuse("opentrain.webhook_secret", "OpenTrain webhook intake");
     }
-    if settings.discord.is_some() {
-        return refuse("discord.bot_token", "the Discord notifier");
-    }
     Ok(())
 }
 
@@ -80,15 +81,35 @@ impl App {
         let hook = TcpListener::bind(settings.hook.listen)
             .await
             .map_err(|source| StartError::Bind {
+                key: "hook.listen",
                 addr: settings.hook.listen,
                 source,
             })?;
+        let proxy = if settings.proxy.enabled {
+            Some(
+                TcpListener::bind(settings.proxy.listen)
+                    .await
+                    .map_err(|source| StartError::Bind {
+                        key: "proxy.listen",
+                        addr: settings.proxy.listen,
+                        source,
+                    })?,
+            )
+        } else {
+            None
+        };
         Ok(App {
             settings,
             store,
             opentrain,
             hook,
+            proxy,
         })
+    }
+
+    /// The address the proxy listens on, when proxy mode is on.
+    pub fn proxy_addr(&self) -> Option<SocketAddr> {
+        self.proxy.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The address the hook listens on (useful with port 0).
@@ -109,6 +130,7 @@ impl App {
             store,
             opentrain,
             hook,
+            proxy,
         } = self;
         let workers = TaskTracker::new();
         let stop = shutdown.child_token();
@@ -119,6 +141,11 @@ impl App {
             let telegram = Telegram::new(tg);
             channels.push(telegram.channel());
             spawn_delivery(&workers, &stop, telegram, &store, &app_url);
+        }
+        if let Some(dc) = &settings.discord {
+            let discord = Discord::new(dc).map_err(StartError::Other)?;
+            channels.push(discord.channel());
+            spawn_delivery(&workers, &stop, discord, &store, &app_url);
         }
         if settings.console {
             let console = Console::default();
@@ -141,6 +168,22 @@ impl App {
         });
         workers.spawn(tracker.clone().poll_updates(stop.clone()));
         workers.spawn(tracker.read_due(stop.clone()));
+
+        if let Some(listener) = proxy {
+            let mut origin = settings.opentrain.api_url.clone();
+            origin.set_path("/");
+            let proxy = Arc::new(Proxy {
+                store: store.clone(),
+                app_url: app_url.clone(),
+                origin,
+            });
+            let stop = stop.clone();
+            workers.spawn(async move {
+                if let Err(e) = proxy.serve(listener, stop).await {
+                    tracing::error!(error = %e, "the proxy stopped");
+                }
+            });
+        }
 
         let state = Arc::new(HookState {
             store: store.clone(),

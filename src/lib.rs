@@ -26,6 +26,7 @@ pub mod delivery;
 pub mod intake;
 pub mod notify;
 pub mod opentrain;
+pub mod proxy;
 pub mod store;
 pub mod tracker;
 pub mod verify;

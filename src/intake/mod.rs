@@ -175,13 +175,35 @@ async fn submit(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let bytes = read_body(&state, &headers, body).await?;
-    let sub = parse_submission(&bytes, &state.app_url).inspect_err(|r| {
+    let accepted = accept_submission(&state.store, &state.app_url, &bytes, None).await?;
+    Ok((accepted.status, Json(accepted.body)).into_response())
+}
+
+/// What intake answered for one submission.
+pub struct Accepted {
+    pub status: StatusCode,
+    pub body: serde_json::Value,
+    pub new: bool,
+}
+
+/// Validates and durably stores one submission: the body of `POST /v1/approvals`, or a 202 body
+/// captured some other way (proxy mode). `agent` names the agent when the body does not.
+/// Answers only after the store has committed it.
+pub async fn accept_submission(
+    store: &Store,
+    app_url: &str,
+    bytes: &[u8],
+    agent: Option<&str>,
+) -> Result<Accepted, ApiError> {
+    let mut sub = parse_submission(bytes, app_url).inspect_err(|r| {
         tracing::info!(rejection = ?r, "hook: submission refused");
     })?;
+    if sub.context.agent.is_none() {
+        sub.context.agent = agent.map(String::from);
+    }
     let id = sub.id.clone();
     let agent = sub.context.agent.clone().unwrap_or_default();
-    let inserted = state
-        .store
+    let inserted = store
         .insert_submission(NewSubmission {
             approval: sub.approval,
             kind: sub.kind,
@@ -197,11 +219,18 @@ async fn submit(
     });
     if inserted.new {
         tracing::info!(approval_id = %id, kind = sub.kind.as_str(), agent = %agent, "accepted");
-        Ok((StatusCode::ACCEPTED, Json(body)).into_response())
     } else {
         tracing::debug!(approval_id = %id, "already tracked; duplicate submission");
-        Ok((StatusCode::OK, Json(body)).into_response())
     }
+    Ok(Accepted {
+        status: if inserted.new {
+            StatusCode::ACCEPTED
+        } else {
+            StatusCode::OK
+        },
+        body,
+        new: inserted.new,
+    })
 }
 
 /// `POST /v1/events`: an OpenTrain event an agent saw. Only a doorbell: the status is re-read.

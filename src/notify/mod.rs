@@ -4,6 +4,7 @@
 //! bookkeeping live in [`crate::delivery`], the same for every channel.
 
 pub mod console;
+pub mod discord;
 pub mod render;
 pub mod telegram;
 

@@ -4,6 +4,8 @@ mod support;
 
 mod config;
 mod delivery;
+mod discord;
 mod intake;
+mod proxy;
 mod security;
 mod tracking;

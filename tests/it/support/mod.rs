@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use countersign::{App, Settings};
-use countersign_fakes::{FakeOpenTrain, FakeTelegram};
+use countersign_fakes::{FakeDiscord, FakeOpenTrain, FakeTelegram};
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -20,6 +20,17 @@ pub const OT_TOKEN: &str = "ot_pat_pub_s3cr3t-opentrain-0002";
 pub const TG_TOKEN: &str = "123456:S3CR3T-telegram-token-0003";
 pub const CHAT: i64 = 4242;
 pub const APP_URL: &str = "https://app.opentrain.test";
+pub const DC_TOKEN: &str = "MTIz.S3CR3T-discord-token-0004";
+/// The owner on Discord (DMs open) and a guild channel the bot may post in.
+pub const DC_OWNER: u64 = 222_000_000_000_000_001;
+pub const DC_CHANNEL: u64 = 555_000_000_000_000_001;
+
+/// Where the Discord notifier posts, when enabled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DiscordMode {
+    Dm,
+    Channel,
+}
 
 /// How long `eventually` waits before failing a test.
 pub const PATIENCE: Duration = Duration::from_secs(15);
@@ -30,6 +41,9 @@ pub struct Options {
     /// pace shows up as a 429.
     pub telegram_interval_ms: u64,
     pub telegram: bool,
+    pub discord: Option<DiscordMode>,
+    pub discord_interval_ms: u64,
+    pub proxy: bool,
     pub extra_toml: String,
 }
 
@@ -39,6 +53,9 @@ impl Default for Options {
             poll_interval_secs: 1,
             telegram_interval_ms: 60,
             telegram: true,
+            discord: None,
+            discord_interval_ms: 60,
+            proxy: false,
             extra_toml: String::new(),
         }
     }
@@ -46,8 +63,11 @@ impl Default for Options {
 
 pub struct TestApp {
     pub hook: String,
+    /// The proxy's base URL, when proxy mode is on.
+    pub proxy: Option<String>,
     pub opentrain: FakeOpenTrain,
     pub telegram: FakeTelegram,
+    pub discord: FakeDiscord,
     pub store_path: PathBuf,
     pub toml: String,
     pub client: reqwest::Client,
@@ -66,6 +86,10 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     telegram.set_min_interval(Duration::from_millis(
         options.telegram_interval_ms.saturating_sub(20),
     ));
+    let discord = FakeDiscord::start(DC_TOKEN, DC_OWNER, DC_CHANNEL).await;
+    discord.set_min_interval(Duration::from_millis(
+        options.discord_interval_ms.saturating_sub(20),
+    ));
     let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
     let store_path = dir.path().join("countersign.db");
     let telegram_toml = if options.telegram {
@@ -77,23 +101,41 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     } else {
         String::new()
     };
+    let discord_toml = match options.discord {
+        None => String::new(),
+        Some(mode) => format!(
+            "[discord]\nbot_token = \"{DC_TOKEN}\"\n{}\napi_url = \"{}\"\nmin_send_interval_ms = {}\n",
+            match mode {
+                DiscordMode::Dm => format!("user_id = {DC_OWNER}"),
+                DiscordMode::Channel => format!("channel_id = {DC_CHANNEL}"),
+            },
+            discord.api_url(),
+            options.discord_interval_ms
+        ),
+    };
+    let proxy_toml = if options.proxy {
+        "[proxy]\nenabled = true\nlisten = \"127.0.0.1:0\"\n"
+    } else {
+        ""
+    };
     let toml = format!(
         "[hook]\nlisten = \"127.0.0.1:0\"\ntoken = \"{HOOK_TOKEN}\"\n\
          [opentrain]\napi_url = \"{}\"\napp_url = \"{APP_URL}\"\ntoken = \"{OT_TOKEN}\"\npoll_interval_secs = {}\nrequest_timeout_secs = 5\n\
          [store]\npath = \"{}\"\n\
          [console]\nenabled = false\n\
-         {telegram_toml}{}",
+         {telegram_toml}{discord_toml}{proxy_toml}{}",
         opentrain.api_url(),
         options.poll_interval_secs,
         store_path.display(),
         options.extra_toml,
     );
-    start(opentrain, telegram, dir, store_path, toml).await
+    start(opentrain, telegram, discord, dir, store_path, toml).await
 }
 
 async fn start(
     opentrain: FakeOpenTrain,
     telegram: FakeTelegram,
+    discord: FakeDiscord,
     dir: Arc<tempfile::TempDir>,
     store_path: PathBuf,
     toml: String,
@@ -101,12 +143,15 @@ async fn start(
     let settings = Settings::from_toml_and_env(Some(&toml), HashMap::new()).expect("settings");
     let app = App::build(settings).await.expect("app builds");
     let hook = format!("http://{}", app.hook_addr());
+    let proxy = app.proxy_addr().map(|a| format!("http://{a}"));
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(app.run_until(shutdown.clone()));
     TestApp {
         hook,
+        proxy,
         opentrain,
         telegram,
+        discord,
         store_path,
         toml,
         client: reqwest::Client::new(),
@@ -131,6 +176,7 @@ impl TestApp {
         start(
             self.opentrain.clone(),
             self.telegram.clone(),
+            self.discord.clone(),
             self.dir.clone(),
             self.store_path.clone(),
             self.toml.clone(),
