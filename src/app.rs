@@ -51,28 +51,9 @@ pub struct App {
     proxy: Option<TcpListener>,
 }
 
-/// Refuses settings that ask for something this build cannot do yet, rather than silently
-/// ignoring them.
-fn refuse_unimplemented(settings: &Settings) -> Result<(), ConfigError> {
-    let refuse = |key: &str, what: &str| {
-        Err(ConfigError {
-            key: key.into(),
-            message: format!("{what} is not implemented in this version of countersign yet"),
-        })
-    };
-    if settings.proxy.enabled {
-        return refuse("proxy.enabled", "proxy mode");
-    }
-    if settings.opentrain.webhook_secret.is_some() {
-        return refuse("opentrain.webhook_secret", "OpenTrain webhook intake");
-    }
-    Ok(())
-}
-
 impl App {
     pub async fn build(settings: Settings) -> Result<App, StartError> {
         let token = settings.opentrain_token()?.clone();
-        refuse_unimplemented(&settings)?;
         let store = Store::open(&StoreOptions::new(
             settings.store.path.clone(),
             settings.store.synchronous,
@@ -159,12 +140,14 @@ impl App {
             store: store.clone(),
             opentrain: opentrain.clone(),
             channels: channels.clone(),
+            reminders: settings.reminders.clone(),
         });
         workers.spawn(verifier.run(stop.clone()));
         let tracker = Arc::new(Tracker {
             store: store.clone(),
             opentrain,
             poll_interval: settings.opentrain.poll_interval,
+            reminders: settings.reminders.clone(),
         });
         workers.spawn(tracker.clone().poll_updates(stop.clone()));
         workers.spawn(tracker.read_due(stop.clone()));
@@ -188,6 +171,7 @@ impl App {
         let state = Arc::new(HookState {
             store: store.clone(),
             token: settings.hook.token.clone(),
+            webhook_secret: settings.opentrain.webhook_secret.clone(),
             app_url,
             max_body_bytes: settings.hook.max_body_bytes,
         });

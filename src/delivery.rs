@@ -16,6 +16,7 @@ use chrono::Utc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::approval::Status;
 use crate::notify::{Card, MessageRef, Notifier, NotifyError};
 use crate::opentrain::backoff;
 use crate::store::{DeliveryJob, DeliveryOutcome, Store};
@@ -67,32 +68,70 @@ impl<N: Notifier> Delivery<N> {
         }
     }
 
-    /// One post or edit. Returns what to record and how long the chat must be left alone.
+    /// One request to the chat: a post, an edit or a reminder, whichever comes first. Returns
+    /// what to record and how long the chat must be left alone.
     async fn attempt(&self, job: &DeliveryJob) -> (DeliveryOutcome, Duration) {
         let channel = self.notifier.channel();
         let id = &job.record.id;
+        let status = job.record.status.as_str();
         let card = Card::from_record(&job.record, &self.app_url, Utc::now());
-        let existing = job.message_ref.clone().map(MessageRef);
+        let action = match &job.message_ref {
+            None => Action::Post,
+            Some(m) if job.shown_version < job.record.version => {
+                Action::Edit(MessageRef(m.clone()))
+            }
+            Some(m)
+                if job.reminded_seq < job.record.reminder_seq
+                    && job.record.status == Status::Pending =>
+            {
+                Action::Remind(MessageRef(m.clone()))
+            }
+            // Nothing left (the approval moved on since this was due): record it as caught up.
+            Some(_) => {
+                return (
+                    DeliveryOutcome::Reminded {
+                        seq: job.record.reminder_seq,
+                    },
+                    Duration::ZERO,
+                );
+            }
+        };
         let sent = tokio::time::timeout(SEND_TIMEOUT, async {
-            match &existing {
-                None => self.notifier.post(&card).await,
-                Some(m) => self.notifier.edit(m, &card).await.map(|()| m.clone()),
+            match &action {
+                Action::Post => self
+                    .notifier
+                    .post(&card)
+                    .await
+                    .map(|m| DeliveryOutcome::Posted {
+                        message_ref: m.0,
+                        version: job.record.version,
+                        reminder_seq: job.record.reminder_seq,
+                    }),
+                Action::Edit(m) => {
+                    self.notifier
+                        .edit(m, &card)
+                        .await
+                        .map(|()| DeliveryOutcome::Edited {
+                            version: job.record.version,
+                        })
+                }
+                Action::Remind(m) => {
+                    self.notifier
+                        .remind(m, &card)
+                        .await
+                        .map(|()| DeliveryOutcome::Reminded {
+                            seq: job.record.reminder_seq,
+                        })
+                }
             }
         })
         .await
         .unwrap_or_else(|_| Err(NotifyError::Transient("timed out".into())));
-        let action = if existing.is_some() { "edit" } else { "post" };
-        let status = job.record.status.as_str();
+        let action = action.name();
         match sent {
-            Ok(message) => {
-                tracing::info!(channel, approval_id = %id, %status, action, "message {}", if existing.is_some() { "edited" } else { "posted" });
-                (
-                    DeliveryOutcome::Shown {
-                        message_ref: message.0,
-                        version: job.record.version,
-                    },
-                    Duration::ZERO,
-                )
+            Ok(outcome) => {
+                tracing::info!(channel, approval_id = %id, %status, action, "delivered");
+                (outcome, Duration::ZERO)
             }
             Err(NotifyError::RateLimited(d)) => {
                 tracing::warn!(channel, approval_id = %id, action, retry_after_ms = d.as_millis() as u64, "rate limited by the chat; waiting as asked");
@@ -119,14 +158,30 @@ impl<N: Notifier> Delivery<N> {
                     Duration::ZERO,
                 )
             }
-            Err(NotifyError::Gone(e)) if existing.is_some() => {
-                tracing::warn!(channel, approval_id = %id, error = %e, "the message is gone (deleted by the owner?); it will not be re-posted");
+            Err(NotifyError::Gone(e)) if job.message_ref.is_some() => {
+                tracing::warn!(channel, approval_id = %id, action, error = %e, "the message is gone (deleted by the owner?); it will not be re-posted");
                 (DeliveryOutcome::Gone { error: e }, Duration::ZERO)
             }
             Err(NotifyError::Gone(e)) | Err(NotifyError::Permanent(e)) => {
                 tracing::error!(channel, approval_id = %id, action, error = %e, "delivery failed permanently; fix the cause and restart to retry");
                 (DeliveryOutcome::Failed { error: e }, Duration::ZERO)
             }
+        }
+    }
+}
+
+enum Action {
+    Post,
+    Edit(MessageRef),
+    Remind(MessageRef),
+}
+
+impl Action {
+    fn name(&self) -> &'static str {
+        match self {
+            Action::Post => "post",
+            Action::Edit(_) => "edit",
+            Action::Remind(_) => "remind",
         }
     }
 }

@@ -27,6 +27,7 @@ pub mod intake;
 pub mod notify;
 pub mod opentrain;
 pub mod proxy;
+pub mod reminders;
 pub mod store;
 pub mod tracker;
 pub mod verify;

@@ -29,6 +29,8 @@ pub struct Tracker {
     pub store: Store,
     pub opentrain: OpenTrain,
     pub poll_interval: Duration,
+    /// `reminders.before_expiry`.
+    pub reminders: Vec<Duration>,
 }
 
 impl Tracker {
@@ -98,10 +100,23 @@ impl Tracker {
         }
     }
 
-    /// Re-reads approvals whose doorbell rang or whose expiry passed, until shutdown.
+    /// Re-reads approvals whose doorbell rang or whose expiry passed, and fires due reminders,
+    /// until shutdown.
     pub async fn read_due(self: Arc<Self>, cancel: CancellationToken) {
         let mut running = JoinSet::new();
         while !cancel.is_cancelled() {
+            match self
+                .store
+                .fire_reminders(self.reminders.clone(), now_ms())
+                .await
+            {
+                Ok(ids) => {
+                    for id in ids {
+                        tracing::info!(approval_id = %id, "reminder due: refreshing the message and nudging the owner");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "track: cannot fire reminders"),
+            }
             let room = CONCURRENCY - running.len();
             let jobs = if room > 0 {
                 match self.store.claim_reads(now_ms(), LEASE, room).await {
@@ -122,7 +137,9 @@ impl Tracker {
             }
             if claimed == 0 {
                 if running.is_empty() {
-                    let next = self.store.next_read_at().await.ok().flatten();
+                    let next_read = self.store.next_read_at().await.ok().flatten();
+                    let next_reminder = self.store.next_reminder_at().await.ok().flatten();
+                    let next = [next_read, next_reminder].into_iter().flatten().min();
                     idle(&self.store.signals().reads, next, &cancel).await;
                 } else {
                     tokio::select! {

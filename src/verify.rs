@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::approval::{AgentContext, Kind, MoneyContext, Status, Usd, WireApproval};
 use crate::opentrain::{OpenTrain, UpstreamError, backoff};
+use crate::reminders;
 use crate::store::{Store, VerifyJob, VerifyOutcome};
 use crate::worker::{LEASE, idle, now_ms, sleep_or_cancel};
 
@@ -26,6 +27,8 @@ pub struct Verifier {
     pub store: Store,
     pub opentrain: OpenTrain,
     pub channels: Vec<&'static str>,
+    /// `reminders.before_expiry`.
+    pub reminders: Vec<Duration>,
 }
 
 impl Verifier {
@@ -89,8 +92,8 @@ impl Verifier {
             .await
         {
             Ok(recorded) => {
-                for old in recorded.superseded {
-                    tracing::info!(approval_id = %old, superseded_by = %id, "a newer hire request for the same proposal replaces it");
+                for (old, new) in recorded.superseded {
+                    tracing::info!(approval_id = %old, superseded_by = %new, "a newer hire request for the same proposal replaces it");
                 }
             }
             Err(e) => {
@@ -132,14 +135,19 @@ impl Verifier {
             Err(e) => return retry(&e, job.attempts),
         };
         let status = Status::from_upstream(upstream.status.as_deref());
-        let next_read_at = upstream
-            .expires_at()
-            .map(|t| t.timestamp_millis() + EXPIRY_GRACE_MS);
+        let expires = upstream.expires_at().map(|t| t.timestamp_millis());
+        let next_read_at = expires.map(|t| t + EXPIRY_GRACE_MS);
+        let (reminder_seq, next_reminder_at) = match expires {
+            Some(exp) => reminders::plan(exp, &self.reminders, now_ms()),
+            None => (0, None),
+        };
         VerifyOutcome::Verified {
             upstream,
             context,
             status,
             next_read_at,
+            reminder_seq,
+            next_reminder_at,
         }
     }
 

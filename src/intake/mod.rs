@@ -4,6 +4,7 @@
 //! request changes nothing. A 2xx from `POST /v1/approvals` is sent only after the store has
 //! committed the approval to disk.
 
+pub mod signature;
 pub mod submission;
 
 use std::sync::Arc;
@@ -29,6 +30,8 @@ use submission::{Rejection, parse_event, parse_submission};
 pub struct HookState {
     pub store: Store,
     pub token: Option<Secret>,
+    /// `opentrain.webhook_secret`: when set, `POST /v1/opentrain/webhook` takes signed deliveries.
+    pub webhook_secret: Option<Secret>,
     pub app_url: String,
     pub max_body_bytes: usize,
 }
@@ -82,7 +85,11 @@ fn store_error(e: crate::store::StoreError) -> ApiError {
 }
 
 pub fn router(state: Arc<HookState>) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    if state.webhook_secret.is_some() {
+        router = router.route("/v1/opentrain/webhook", post(webhook));
+    }
+    router
         .route("/v1/approvals", post(submit).get(list))
         .route("/v1/approvals/{id}", get(show))
         .route("/v1/events", post(event))
@@ -259,6 +266,63 @@ async fn event(
     Ok((
         StatusCode::ACCEPTED,
         Json(json!({"accepted": true, "rang": rung})),
+    )
+        .into_response())
+}
+
+/// `POST /v1/opentrain/webhook`: a signed OpenTrain delivery, used only as a doorbell. The
+/// signature is checked on the raw bytes before anything is parsed; the answer comes at once
+/// (the re-read happens in the background). A bad signature is a 400 and changes nothing.
+async fn webhook(
+    State(state): State<Arc<HookState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let bytes = read_body(&state, &headers, body).await?;
+    let secret = state
+        .webhook_secret
+        .as_ref()
+        .expect("the route exists only with a secret");
+    let header = headers
+        .get("x-opentrain-signature")
+        .and_then(|v| v.to_str().ok());
+    let now = now_ms() / 1000;
+    if let Err(e) = signature::verify(&[secret.expose().as_bytes()], header, &bytes, now) {
+        tracing::warn!(reason = %e, "webhook: delivery refused");
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_signature",
+            e.to_string(),
+        ));
+    }
+    let delivery = headers
+        .get("x-opentrain-delivery")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.chars().take(200).collect::<String>());
+    // A signed body that is not an approval event is acknowledged and skipped: OpenTrain counts
+    // a 4xx toward disabling the webhook.
+    let id = match parse_event(&bytes) {
+        Ok(id) => id,
+        Err(r) => {
+            tracing::warn!(rejection = ?r, "webhook: signed delivery is not an event countersign reads; skipped");
+            None
+        }
+    };
+    let (duplicate, rung) = state
+        .store
+        .webhook_doorbell(
+            delivery,
+            id.as_ref().map(|i| i.as_str().to_string()),
+            now_ms(),
+        )
+        .await
+        .map_err(store_error)?;
+    if let (Some(id), true) = (&id, rung) {
+        tracing::info!(approval_id = %id, duplicate, "doorbell from an OpenTrain webhook; re-reading");
+    }
+    Ok((
+        StatusCode::OK,
+        Json(json!({"accepted": true, "rang": rung, "duplicate": duplicate})),
     )
         .into_response())
 }

@@ -69,4 +69,15 @@ impl Notifier for Console {
     async fn edit(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
         print(&format!("── edit of {} ──\n{}", message.0, text(card)))
     }
+
+    async fn remind(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
+        let left = card
+            .expires_at
+            .map(|t| super::render::relative(t, card.now))
+            .unwrap_or_default();
+        print(&format!(
+            "── reminder for {} ──\n⏰ {} expires {left}: {}",
+            message.0, card.headline, card.link
+        ))
+    }
 }

@@ -54,4 +54,16 @@ pub trait Notifier: Send + Sync + 'static {
         message: &MessageRef,
         card: &Card,
     ) -> impl Future<Output = Result<(), NotifyError>> + Send;
+
+    /// Sends one short reminder that notifies the owner, in reply to `message`, while the
+    /// approval is still pending (the message itself is edited to show the time left).
+    // TODO(#3): the Discord notifier implements this; the default keeps it compiling meanwhile.
+    fn remind(
+        &self,
+        message: &MessageRef,
+        card: &Card,
+    ) -> impl Future<Output = Result<(), NotifyError>> + Send {
+        let _ = (message, card);
+        async { Ok(()) }
+    }
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use teloxide::prelude::*;
 use teloxide::types::{
     ChatId, InlineKeyboardButton, InlineKeyboardMarkup, LinkPreviewOptions, MessageId, ParseMode,
+    ReplyParameters,
 };
 use teloxide::{ApiError, RequestError};
 
@@ -173,6 +174,35 @@ impl Notifier for Telegram {
             Err(e) => Err(classify(e)),
         }
     }
+
+    async fn remind(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
+        let (chat, id) = parse_ref(message)?;
+        self.bot
+            .send_message(chat, reminder_html(card))
+            .parse_mode(ParseMode::Html)
+            .link_preview_options(no_preview())
+            // If the owner deleted the original, the reminder still stands on its own.
+            .reply_parameters(ReplyParameters::new(id).allow_sending_without_reply())
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}
+
+/// The short nudge sent as a reply: what, how much, how long is left.
+pub fn reminder_html(card: &Card) -> String {
+    let mut out = format!("⏰ <b>Reminder</b>: {}", esc(&card.headline));
+    if let Some(a) = &card.amount {
+        out.push_str(&format!(" · {}", esc(&a.value.to_string())));
+    }
+    if let Some(t) = card.expires_at {
+        out.push_str(&format!(
+            " expires {}",
+            esc(&super::render::relative(t, card.now))
+        ));
+    }
+    out.push_str(&format!(" · <i>approval {}</i>", esc(&card.approval_id)));
+    out
 }
 
 fn parse_ref(message: &MessageRef) -> Result<(ChatId, MessageId), NotifyError> {

@@ -20,6 +20,8 @@ pub const MIGRATIONS: &[&str] = &[
         upstream_json   TEXT,
         context_json    TEXT,
         proposal_id     TEXT,
+        -- OpenTrain's createdAt: orders hire requests for the same proposal.
+        created_at      INTEGER,
         expires_at      INTEGER,
         resolved_at     INTEGER,
         received_at     INTEGER NOT NULL,
@@ -30,6 +32,9 @@ pub const MIGRATIONS: &[&str] = &[
         recheck         INTEGER NOT NULL DEFAULT 0,
         -- when to re-read without a doorbell (after expiresAt, since expiry is lazy upstream).
         next_read_at    INTEGER,
+        -- reminders before expiry: how many thresholds have fired, and when the next one is due.
+        reminder_seq    INTEGER NOT NULL DEFAULT 0,
+        next_reminder_at INTEGER,
         -- work claiming: backoff, attempts and the lease of the worker holding it.
         run_after       INTEGER NOT NULL DEFAULT 0,
         attempts        INTEGER NOT NULL DEFAULT 0,
@@ -40,6 +45,7 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX approvals_recheck ON approvals(recheck) WHERE recheck = 1;
     CREATE INDEX approvals_proposal ON approvals(proposal_id) WHERE proposal_id IS NOT NULL;
     CREATE INDEX approvals_received ON approvals(received_at);
+    CREATE INDEX approvals_reminder ON approvals(next_reminder_at) WHERE next_reminder_at IS NOT NULL;
 
     CREATE TABLE deliveries (
         approval_id     TEXT NOT NULL REFERENCES approvals(id),
@@ -49,6 +55,8 @@ pub const MIGRATIONS: &[&str] = &[
         state           TEXT NOT NULL,
         message_ref     TEXT,
         shown_version   INTEGER NOT NULL DEFAULT 0,
+        -- the approval's reminder_seq this channel has sent a reminder for.
+        reminded_seq    INTEGER NOT NULL DEFAULT 0,
         -- 1 while the message is missing or shows an older version than the approval's.
         due             INTEGER NOT NULL DEFAULT 1,
         run_after       INTEGER NOT NULL DEFAULT 0,
@@ -60,6 +68,13 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (approval_id, channel)
     );
     CREATE INDEX deliveries_due ON deliveries(channel, due, run_after) WHERE due = 1;
+
+    -- OpenTrain webhook deliveries already handled (X-OpenTrain-Delivery), for dedupe.
+    CREATE TABLE webhook_deliveries (
+        id          TEXT PRIMARY KEY,
+        received_at INTEGER NOT NULL
+    );
+    CREATE INDEX webhook_deliveries_received ON webhook_deliveries(received_at);
 
     CREATE TABLE kv (
         key   TEXT PRIMARY KEY,

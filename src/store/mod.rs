@@ -382,13 +382,17 @@ impl Store {
                         context,
                         status,
                         next_read_at,
+                        reminder_seq,
+                        next_reminder_at,
                     } => {
                         let terminal = status.is_terminal(upstream.resolved_at.is_some());
+                        let created_at = upstream.created_at().map(|t| t.timestamp_millis());
                         c.execute(
                             "UPDATE approvals SET status = ?2, phase = ?3, upstream_json = ?4,
                                 context_json = ?5, kind = ?6, proposal_id = ?7, expires_at = ?8,
                                 resolved_at = ?9, next_read_at = ?10, reason = NULL,
-                                lease_until = 0, run_after = 0, updated_at = ?11
+                                lease_until = 0, run_after = 0, updated_at = ?11,
+                                created_at = ?12, reminder_seq = ?13, next_reminder_at = ?14
                              WHERE id = ?1",
                             params![
                                 id,
@@ -402,6 +406,9 @@ impl Store {
                                 upstream.resolved_at().map(|t| t.timestamp_millis()),
                                 if terminal { None } else { next_read_at },
                                 now,
+                                created_at,
+                                reminder_seq,
+                                if terminal { None } else { next_reminder_at },
                             ],
                         )?;
                         for channel in &channels {
@@ -414,27 +421,36 @@ impl Store {
                         }
                         recorded.deliveries_created = !channels.is_empty();
                         recorded.tracking = !terminal;
-                        // A hire for a proposal that already has a live hire request replaces it.
+                        // One live hire request per proposal: of the tracked ones, the newest
+                        // (by OpenTrain's createdAt) stays; every older one is re-read and shown
+                        // as superseded. Either may be verified first.
                         if upstream.kind == Kind::ProposalHire.as_str()
                             && !terminal
                             && let Some(proposal) = &upstream.proposal_id
                         {
                             let mut stmt = c.prepare_cached(
-                                "SELECT id FROM approvals
-                                     WHERE proposal_id = ?1 AND id != ?2 AND kind = 'proposal_hire'
-                                       AND phase = 'track'",
+                                "SELECT id, created_at FROM approvals
+                                 WHERE proposal_id = ?1 AND id != ?2 AND kind = 'proposal_hire'
+                                   AND phase = 'track' AND superseded_by IS NULL",
                             )?;
-                            let older: Vec<String> = stmt
-                                .query_map(params![proposal, id], |r| r.get(0))?
+                            let others: Vec<(String, Option<i64>)> = stmt
+                                .query_map(params![proposal, id], |r| Ok((r.get(0)?, r.get(1)?)))?
                                 .collect::<Result<_, _>>()?;
-                            for old in older {
+                            for (other, other_created) in others {
+                                let (old, new) = if other_created.unwrap_or(i64::MIN)
+                                    <= created_at.unwrap_or(i64::MAX)
+                                {
+                                    (other, id.clone())
+                                } else {
+                                    (id.clone(), other)
+                                };
                                 c.execute(
                                     "UPDATE approvals SET superseded_by = ?2, recheck = 1,
-                                            updated_at = ?3
-                                         WHERE id = ?1",
-                                    params![old, id, now],
+                                        updated_at = ?3
+                                     WHERE id = ?1",
+                                    params![old, new, now],
                                 )?;
-                                recorded.superseded.push(old);
+                                recorded.superseded.push((old, new));
                             }
                         }
                     }
@@ -587,6 +603,8 @@ impl Store {
                         "UPDATE approvals SET status = ?2, phase = ?3,
                                 upstream_json = COALESCE(?4, upstream_json),
                                 resolved_at = COALESCE(?5, resolved_at), next_read_at = ?6,
+                                next_reminder_at = CASE WHEN ?3 = 'done' THEN NULL
+                                                        ELSE next_reminder_at END,
                                 version = version + ?7,
                                 lease_until = 0, run_after = 0, attempts = 0, reason = NULL,
                                 updated_at = ?8
@@ -607,10 +625,11 @@ impl Store {
                     )?;
                     if changed {
                         c.execute(
-                            "UPDATE deliveries SET due = 1, run_after = 0, updated_at = ?2
-                                 WHERE approval_id = ?1 AND state = 'active'",
+                            "UPDATE deliveries SET run_after = 0, updated_at = ?2
+                             WHERE approval_id = ?1 AND state = 'active'",
                             params![id, now],
                         )?;
+                        refresh_due(c, &id, None)?;
                     }
                     Ok(changed)
                 }
@@ -645,6 +664,108 @@ impl Store {
         .await
     }
 
+    /// Fires the reminders that are due: each approval's card is refreshed (its version bumps, so
+    /// every message is edited to show the time left) and one reminder per channel is queued.
+    /// Several thresholds passed at once (after downtime) make one reminder, not a burst.
+    pub async fn fire_reminders(
+        &self,
+        thresholds: Vec<Duration>,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let fired = self
+            .write(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT id, expires_at FROM approvals
+                     WHERE next_reminder_at <= ?1 AND phase = 'track' AND status = 'pending'
+                     LIMIT 200",
+                )?;
+                let due: Vec<(String, Option<i64>)> = stmt
+                    .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                for (id, expires) in &due {
+                    let (seq, next) = match expires {
+                        Some(exp) => crate::reminders::plan(*exp, &thresholds, now),
+                        None => (0, None),
+                    };
+                    c.execute(
+                        "UPDATE approvals SET reminder_seq = MAX(reminder_seq, ?2),
+                            next_reminder_at = ?3, version = version + 1, updated_at = ?4
+                         WHERE id = ?1",
+                        params![id, seq, next, now],
+                    )?;
+                    c.execute(
+                        "UPDATE deliveries SET run_after = 0 WHERE approval_id = ?1",
+                        [id],
+                    )?;
+                    refresh_due(c, id, None)?;
+                }
+                Ok(due.into_iter().map(|(id, _)| id).collect::<Vec<_>>())
+            })
+            .await?;
+        if !fired.is_empty() {
+            self.inner.signals.wake_deliveries();
+        }
+        Ok(fired)
+    }
+
+    /// When the next reminder falls due, if any.
+    pub async fn next_reminder_at(&self) -> Result<Option<i64>, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT MIN(next_reminder_at) FROM approvals
+                 WHERE phase = 'track' AND status = 'pending'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    /// A webhook doorbell, deduplicated on the delivery id (`X-OpenTrain-Delivery`): in one
+    /// transaction, remembers the delivery and rings the approval, unless that delivery was seen
+    /// before (OpenTrain retries reuse the id). Returns (duplicate, rung). Ids older than a week
+    /// are forgotten: OpenTrain stops retrying after about two and a half hours.
+    pub async fn webhook_doorbell(
+        &self,
+        delivery: Option<String>,
+        approval: Option<String>,
+        now: i64,
+    ) -> Result<(bool, bool), StoreError> {
+        let (duplicate, rung) = self
+            .write(move |c| {
+                if let Some(d) = &delivery {
+                    c.execute(
+                        "DELETE FROM webhook_deliveries WHERE received_at < ?1",
+                        [now - 7 * 24 * 3_600_000],
+                    )?;
+                    let n = c.execute(
+                        "INSERT INTO webhook_deliveries (id, received_at) VALUES (?1, ?2)
+                         ON CONFLICT(id) DO NOTHING",
+                        params![d, now],
+                    )?;
+                    if n == 0 {
+                        return Ok((true, false));
+                    }
+                }
+                let rung = match &approval {
+                    Some(id) => {
+                        c.execute(
+                            "UPDATE approvals SET recheck = 1, updated_at = ?2
+                         WHERE id = ?1 AND phase IN ('track', 'verify')",
+                            params![id, now],
+                        )? > 0
+                    }
+                    None => false,
+                };
+                Ok((false, rung))
+            })
+            .await?;
+        if rung {
+            self.inner.signals.reads.notify_one();
+        }
+        Ok((duplicate, rung))
+    }
+
     // ---------------------------------------------------------------- delivery
 
     /// Claims the next message to post or edit on `channel`, with everything needed to render it.
@@ -663,18 +784,21 @@ impl Store {
                                     WHERE channel = ?1 AND due = 1 AND state = 'active'
                                       AND run_after <= ?2 AND lease_until <= ?2
                                     ORDER BY run_after, rowid LIMIT 1)
-                     RETURNING approval_id, message_ref, attempts",
+                     RETURNING approval_id, message_ref, attempts, shown_version, reminded_seq",
                     params![channel, now, lease_until],
                     |r| {
                         Ok((
                             r.get::<_, String>(0)?,
                             r.get::<_, Option<String>>(1)?,
                             r.get::<_, i64>(2)?,
+                            r.get::<_, i64>(3)?,
+                            r.get::<_, i64>(4)?,
                         ))
                     },
                 )
                 .optional()?;
-            let Some((approval_id, message_ref, attempts)) = claimed else {
+            let Some((approval_id, message_ref, attempts, shown_version, reminded_seq)) = claimed
+            else {
                 return Ok(None);
             };
             let record = load_record(c, &approval_id)?;
@@ -682,6 +806,8 @@ impl Store {
                 channel,
                 message_ref,
                 attempts: attempts as u32,
+                shown_version,
+                reminded_seq,
                 record,
             }))
         })
@@ -699,17 +825,42 @@ impl Store {
         let approval_id = approval_id.to_string();
         self.write(move |c| {
             match outcome {
-                DeliveryOutcome::Shown {
+                DeliveryOutcome::Posted {
                     message_ref,
                     version,
+                    reminder_seq,
                 } => {
+                    // A fresh message already shows the time left: it counts as reminded.
                     c.execute(
                         "UPDATE deliveries SET message_ref = ?3, shown_version = ?4,
-                            posted_at = COALESCE(posted_at, ?5), updated_at = ?5,
-                            due = (?4 < (SELECT version FROM approvals WHERE id = ?1)),
+                            reminded_seq = ?5, posted_at = COALESCE(posted_at, ?6),
+                            updated_at = ?6, lease_until = 0, run_after = 0, attempts = 0,
+                            last_error = NULL
+                         WHERE approval_id = ?1 AND channel = ?2",
+                        params![
+                            approval_id,
+                            channel,
+                            message_ref,
+                            version,
+                            reminder_seq,
+                            now
+                        ],
+                    )?;
+                }
+                DeliveryOutcome::Edited { version } => {
+                    c.execute(
+                        "UPDATE deliveries SET shown_version = ?3, updated_at = ?4,
                             lease_until = 0, run_after = 0, attempts = 0, last_error = NULL
                          WHERE approval_id = ?1 AND channel = ?2",
-                        params![approval_id, channel, message_ref, version, now],
+                        params![approval_id, channel, version, now],
+                    )?;
+                }
+                DeliveryOutcome::Reminded { seq } => {
+                    c.execute(
+                        "UPDATE deliveries SET reminded_seq = ?3, updated_at = ?4,
+                            lease_until = 0, run_after = 0, attempts = 0, last_error = NULL
+                         WHERE approval_id = ?1 AND channel = ?2",
+                        params![approval_id, channel, seq, now],
                     )?;
                 }
                 DeliveryOutcome::Retry { at, error } => {
@@ -737,6 +888,7 @@ impl Store {
                     )?;
                 }
             }
+            refresh_due(c, &approval_id, Some(channel))?;
             Ok(())
         })
         .await
@@ -817,6 +969,22 @@ impl Store {
         })
         .await
     }
+}
+
+/// Recomputes whether deliveries of `approval_id` (on `channel`, or all) have work left: a message
+/// to post, an edit to catch up with the approval's version, or a reminder to send while pending.
+fn refresh_due(c: &Connection, approval_id: &str, channel: Option<&str>) -> Result<(), StoreError> {
+    c.execute(
+        "UPDATE deliveries SET due = (
+             state = 'active' AND (
+                 message_ref IS NULL
+                 OR shown_version < (SELECT version FROM approvals WHERE id = ?1)
+                 OR (reminded_seq < (SELECT reminder_seq FROM approvals WHERE id = ?1)
+                     AND (SELECT status FROM approvals WHERE id = ?1) = 'pending')))
+         WHERE approval_id = ?1 AND (?2 IS NULL OR channel = ?2)",
+        params![approval_id, channel],
+    )?;
+    Ok(())
 }
 
 fn lock_path(db: &Path) -> PathBuf {
@@ -915,6 +1083,9 @@ pub enum VerifyOutcome {
         context: MoneyContext,
         status: Status,
         next_read_at: Option<i64>,
+        /// Reminder thresholds already passed (never sent late) and when the next is due.
+        reminder_seq: i64,
+        next_reminder_at: Option<i64>,
     },
     Rejected {
         reason: String,
@@ -929,8 +1100,9 @@ pub enum VerifyOutcome {
 pub struct VerifyRecorded {
     deliveries_created: bool,
     tracking: bool,
-    /// Older hire requests for the same proposal, now marked for a re-read as superseded.
-    pub superseded: Vec<String>,
+    /// (older, newer) hire requests for the same proposal: the older is marked for a re-read
+    /// as superseded.
+    pub superseded: Vec<(String, String)>,
 }
 
 pub struct ReadJob {
@@ -962,6 +1134,7 @@ pub struct ApprovalRecord {
     pub kind: String,
     pub status: Status,
     pub version: i64,
+    pub reminder_seq: i64,
     pub submitted: WireApproval,
     pub agent: AgentContext,
     pub upstream: Option<WireApproval>,
@@ -973,14 +1146,37 @@ pub struct DeliveryJob {
     pub channel: &'static str,
     pub message_ref: Option<String>,
     pub attempts: u32,
+    /// What the message shows now, and the last reminder sent on this channel.
+    pub shown_version: i64,
+    pub reminded_seq: i64,
     pub record: ApprovalRecord,
 }
 
 pub enum DeliveryOutcome {
-    Shown { message_ref: String, version: i64 },
-    Retry { at: i64, error: String },
-    Gone { error: String },
-    Failed { error: String },
+    /// A new message shows `version`; it counts as reminded up to `reminder_seq`.
+    Posted {
+        message_ref: String,
+        version: i64,
+        reminder_seq: i64,
+    },
+    /// The message was edited to show `version`.
+    Edited {
+        version: i64,
+    },
+    /// The reminder for `seq` was sent.
+    Reminded {
+        seq: i64,
+    },
+    Retry {
+        at: i64,
+        error: String,
+    },
+    Gone {
+        error: String,
+    },
+    Failed {
+        error: String,
+    },
 }
 
 /// An approval as `list` and `GET /v1/approvals` show it. Holds no secret.
@@ -1011,29 +1207,32 @@ pub struct DeliveryView {
 }
 
 fn load_record(c: &Connection, id: &str) -> Result<ApprovalRecord, StoreError> {
-    let (kind, status, version, submitted, agent, upstream, context, superseded_by) = c.query_row(
-        "SELECT kind, status, version, submitted_json, agent_json, upstream_json,
-                    context_json, superseded_by
+    let (kind, status, version, submitted, agent, upstream, context, superseded_by, reminder_seq) =
+        c.query_row(
+            "SELECT kind, status, version, submitted_json, agent_json, upstream_json,
+                    context_json, superseded_by, reminder_seq
              FROM approvals WHERE id = ?1",
-        [id],
-        |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, Option<String>>(5)?,
-                r.get::<_, Option<String>>(6)?,
-                r.get::<_, Option<String>>(7)?,
-            ))
-        },
-    )?;
+            [id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<String>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, i64>(8)?,
+                ))
+            },
+        )?;
     Ok(ApprovalRecord {
         id: id.to_string(),
         kind,
         status: Status::parse(&status),
         version,
+        reminder_seq,
         submitted: serde_json::from_str(&submitted)?,
         agent: serde_json::from_str(&agent)?,
         upstream: upstream.map(|u| serde_json::from_str(&u)).transpose()?,

@@ -197,6 +197,7 @@ fn record(id: &str, status: Status) -> ApprovalRecord {
         kind: "milestone_fund".into(),
         status,
         version: 1,
+        reminder_seq: 0,
         submitted: wire.clone(),
         agent: AgentContext {
             agent: Some("a".into()),

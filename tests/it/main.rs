@@ -7,5 +7,6 @@ mod delivery;
 mod discord;
 mod intake;
 mod proxy;
+mod reliability;
 mod security;
 mod tracking;

@@ -245,6 +245,22 @@ impl TestApp {
     }
 }
 
+impl TestApp {
+    /// Calls the fake OpenTrain as an agent would (with the owner's token).
+    pub async fn opentrain_post(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .client
+            .post(format!("{}{path}", self.opentrain.api_url()))
+            .bearer_auth(OT_TOKEN)
+            .json(&body)
+            .send()
+            .await
+            .expect("fake OpenTrain reachable");
+        let status = resp.status().as_u16();
+        (status, resp.json().await.unwrap_or(Value::Null))
+    }
+}
+
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();

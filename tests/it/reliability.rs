@@ -1,0 +1,398 @@
+//! SPEC §4: the owner's chat always tells the truth, and nothing accepted is lost — webhooks,
+//! superseded hires, reminders, faults and bursts.
+
+use std::time::Duration;
+
+use countersign::intake::signature::sign;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+const WEBHOOK_SECRET: &str = "whsec_S3CR3T-webhook-0005";
+
+async fn webhook_post(
+    app: &TestApp,
+    body: &[u8],
+    signature: Option<String>,
+    delivery: &str,
+) -> (u16, Value) {
+    let mut req = app
+        .client
+        .post(format!("{}/v1/opentrain/webhook", app.hook))
+        .header("content-type", "application/json")
+        .header("x-opentrain-event", "approval.confirmed")
+        .header("x-opentrain-delivery", delivery)
+        .body(body.to_vec());
+    if let Some(s) = signature {
+        req = req.header("x-opentrain-signature", s);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn event_for(id: &str, status: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "id": "1043", "type": "approval.confirmed", "apiVersion": "v1",
+        "createdAt": "2026-06-12T10:05:00.000Z", "resourceId": id, "jobId": null,
+        "data": {"approvalId": id, "status": status}
+    }))
+    .unwrap()
+}
+
+async fn spawn_with_webhook() -> TestApp {
+    // The secret goes in through the config file like an operator's would.
+    let app = spawn_app_with(Options {
+        // Only a doorbell can bring news within the test.
+        poll_interval_secs: 3600,
+        ..Options::default()
+    })
+    .await;
+    let mut toml = app.toml.clone();
+    toml = toml.replace(
+        "request_timeout_secs = 5\n",
+        &format!("request_timeout_secs = 5\nwebhook_secret = \"{WEBHOOK_SECRET}\"\n"),
+    );
+    let mut app = app;
+    app.toml = toml;
+    app.restart().await
+}
+
+fn now_secs() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+#[tokio::test]
+async fn signed_webhook_is_a_doorbell_and_the_message_is_edited_at_once() {
+    let app = spawn_with_webhook().await;
+    let body = app.fund_request("ctr_1", "ms_1");
+    let id = approval_id(&body);
+    assert_eq!(app.submit(&body).await.0, 202);
+    let msg = messages(&app, 1).await.remove(0);
+    app.opentrain.resolve(&id, "declined", None);
+    let event = event_for(&id, "declined");
+    let (status, answer) = webhook_post(
+        &app,
+        &event,
+        Some(sign(WEBHOOK_SECRET.as_bytes(), now_secs(), &event)),
+        "dlv_1",
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["rang"], true);
+    eventually("the message edited to Declined", || async {
+        app.telegram
+            .messages(CHAT)
+            .into_iter()
+            .find(|m| m.message_id == msg.message_id && m.text.contains("Declined"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn webhook_with_a_bad_or_stale_signature_gets_400_and_changes_nothing() {
+    let app = spawn_with_webhook().await;
+    let body = app.fund_request("ctr_1", "ms_1");
+    let id = approval_id(&body);
+    assert_eq!(app.submit(&body).await.0, 202);
+    messages(&app, 1).await;
+    app.opentrain.resolve(&id, "confirmed", None);
+    let reads_before = app.opentrain.count("GET", "/api/public/v1/approvals/");
+    let event = event_for(&id, "confirmed");
+    let t = now_secs();
+    let cases = [
+        ("no signature", None),
+        ("wrong secret", Some(sign(b"whsec_other", t, &event))),
+        (
+            "stale",
+            Some(sign(WEBHOOK_SECRET.as_bytes(), t - 301, &event)),
+        ),
+        (
+            "from the future",
+            Some(sign(WEBHOOK_SECRET.as_bytes(), t + 301, &event)),
+        ),
+        ("garbage", Some("t=abc,v1=xyz".to_string())),
+        (
+            "signed another body",
+            Some(sign(WEBHOOK_SECRET.as_bytes(), t, b"{}")),
+        ),
+    ];
+    for (what, signature) in cases {
+        let (status, answer) = webhook_post(&app, &event, signature, what).await;
+        assert_eq!(status, 400, "{what}: {answer}");
+        assert_eq!(answer["error"], "bad_signature", "{what}");
+        assert!(!answer.to_string().contains(WEBHOOK_SECRET));
+    }
+    settle().await;
+    assert_eq!(
+        app.opentrain.count("GET", "/api/public/v1/approvals/"),
+        reads_before,
+        "a refused delivery caused a read"
+    );
+    assert_eq!(app.approval(&id).await["status"], "pending");
+}
+
+#[tokio::test]
+async fn webhook_retries_of_one_delivery_are_deduplicated() {
+    let app = spawn_with_webhook().await;
+    let body = app.fund_request("ctr_1", "ms_1");
+    let id = approval_id(&body);
+    assert_eq!(app.submit(&body).await.0, 202);
+    messages(&app, 1).await;
+    // Only an unrelated event this time, so the approval stays pending and a second ring would
+    // cost a second read.
+    let event = event_for(&id, "confirmed");
+    let first = webhook_post(
+        &app,
+        &event,
+        Some(sign(WEBHOOK_SECRET.as_bytes(), now_secs(), &event)),
+        "dlv_same",
+    )
+    .await;
+    assert_eq!(first.1["duplicate"], false);
+    let reads = eventually("the doorbell's re-read", || async {
+        let n = app.opentrain.count("GET", "/api/public/v1/approvals/");
+        (n >= 2).then_some(n)
+    })
+    .await;
+    let again = webhook_post(
+        &app,
+        &event,
+        Some(sign(WEBHOOK_SECRET.as_bytes(), now_secs(), &event)),
+        "dlv_same",
+    )
+    .await;
+    assert_eq!(again.0, 200, "a retry is acknowledged");
+    assert_eq!(again.1["duplicate"], true);
+    settle().await;
+    assert_eq!(
+        app.opentrain.count("GET", "/api/public/v1/approvals/"),
+        reads
+    );
+}
+
+#[tokio::test]
+async fn webhook_route_is_absent_without_a_secret() {
+    let app = spawn_app().await;
+    let event = event_for("apr_x", "confirmed");
+    let (status, answer) =
+        webhook_post(&app, &event, Some(sign(b"x", now_secs(), &event)), "d").await;
+    assert_eq!(status, 404, "{answer}");
+}
+
+async fn hire(app: &TestApp, proposal: &str, amount: u32) -> Value {
+    let (status, body) = app
+        .opentrain_post(
+            &format!("/proposals/{proposal}/hire"),
+            json!({"milestone": {"name": format!("Pilot {amount}"), "amount": amount, "dueDate": "2026-07-01"}}),
+        )
+        .await;
+    assert_eq!(status, 202, "{body}");
+    with_agent(
+        &body,
+        "hiring-agent",
+        json!({"milestone": {"name": format!("Pilot {amount}"), "amount": amount}}),
+    )
+}
+
+async fn supersede_case(app: &TestApp) -> (String, String) {
+    app.opentrain
+        .add_simple_proposal("prop_1", "Spanish Sentiment Labeling", "Maria G.");
+    let old = hire(app, "prop_1", 300).await;
+    let old_id = approval_id(&old);
+    assert_eq!(app.submit(&old).await.0, 202);
+    let first = messages(app, 1).await.remove(0);
+    // The agent asks again with other terms: OpenTrain replaces the old request.
+    let new = hire(app, "prop_1", 450).await;
+    let new_id = approval_id(&new);
+    assert_ne!(old_id, new_id);
+    assert_eq!(app.submit(&new).await.0, 202);
+    let msgs = messages(app, 2).await;
+    assert!(msgs[1].text.contains("$450.00"), "{}", msgs[1].text);
+    let edited = eventually("the old message shows it was superseded", || async {
+        app.telegram
+            .messages(CHAT)
+            .into_iter()
+            .find(|m| m.message_id == first.message_id && m.text.contains("Superseded"))
+    })
+    .await;
+    assert!(edited.reply_markup.is_none(), "the old link must go");
+    assert!(edited.text.contains(&new_id), "{}", edited.text);
+    (old_id, new_id)
+}
+
+#[tokio::test]
+async fn a_newer_hire_request_supersedes_the_old_message() {
+    let app = spawn_app().await;
+    let (old_id, new_id) = supersede_case(&app).await;
+    assert_eq!(app.approval(&old_id).await["status"], "superseded");
+    assert_eq!(app.approval(&new_id).await["status"], "pending");
+    assert_eq!(app.telegram.count("sendMessage"), 2);
+}
+
+#[tokio::test]
+async fn a_replaced_hire_is_shown_superseded_even_while_opentrain_still_calls_it_pending() {
+    let app = spawn_app().await;
+    app.opentrain.set_supersede_status("pending");
+    let (old_id, _) = supersede_case(&app).await;
+    assert_eq!(app.approval(&old_id).await["status"], "superseded");
+}
+
+#[tokio::test]
+async fn a_reminder_refreshes_the_message_and_nudges_once_even_across_a_restart() {
+    let app = spawn_app_with(Options {
+        extra_toml: "[reminders]\nbefore_expiry = [\"3s\"]\n".into(),
+        ..Options::default()
+    })
+    .await;
+    let mut body = app.fund_request("ctr_1", "ms_1");
+    let id = approval_id(&body);
+    app.opentrain
+        .set_expires_at(&id, chrono::Utc::now() + chrono::Duration::seconds(5));
+    body["approval"] = app.opentrain.approval(&id).unwrap();
+    assert_eq!(app.submit(&body).await.0, 202);
+    let first = messages(&app, 1).await.remove(0);
+    let msgs = messages(&app, 2).await;
+    let nudge = &msgs[1];
+    assert!(
+        nudge.text.contains("Reminder") && nudge.text.contains(&id),
+        "{}",
+        nudge.text
+    );
+    let refreshed = app
+        .telegram
+        .messages(CHAT)
+        .into_iter()
+        .find(|m| m.message_id == first.message_id)
+        .unwrap();
+    // Refreshed with the time left (here the text may be unchanged — "less than a minute" both
+    // times — and Telegram answers "not modified", which counts as done).
+    assert!(
+        app.telegram.count("editMessageText") >= 1,
+        "the message was not refreshed"
+    );
+    assert!(
+        refreshed.reply_markup.is_some(),
+        "a pending approval keeps its button"
+    );
+
+    let app = app.restart().await;
+    // Then it expires: the message ends as Expired, and the reminder was never repeated.
+    eventually("the message edited to Expired", || async {
+        app.telegram
+            .messages(CHAT)
+            .into_iter()
+            .find(|m| m.message_id == first.message_id && m.text.contains("Expired"))
+    })
+    .await;
+    assert_eq!(
+        app.telegram.count("sendMessage"),
+        2,
+        "a reminder was sent twice"
+    );
+}
+
+/// An app whose first /updates poll is over, so injected faults hit the approval reads.
+async fn quiet_app() -> TestApp {
+    let app = spawn_app_with(Options {
+        poll_interval_secs: 3600,
+        ..Options::default()
+    })
+    .await;
+    eventually("the first poll", || async {
+        (app.opentrain.count("GET", "/api/public/v1/updates") >= 1).then_some(())
+    })
+    .await;
+    settle().await;
+    app
+}
+
+#[tokio::test]
+async fn opentrain_429_is_waited_out_as_its_retry_after_says() {
+    let app = quiet_app().await;
+    app.opentrain.fail_next(1, 429, Some(2));
+    let body = app.fund_request("ctr_1", "ms_1");
+    let started = tokio::time::Instant::now();
+    assert_eq!(app.submit(&body).await.0, 202);
+    messages(&app, 1).await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "Retry-After: 2 was not honoured"
+    );
+}
+
+#[tokio::test]
+async fn opentrain_5xx_is_retried_until_it_answers() {
+    let app = quiet_app().await;
+    app.opentrain.fail_next(2, 503, None);
+    let body = app.fund_request("ctr_1", "ms_1");
+    assert_eq!(app.submit(&body).await.0, 202);
+    messages(&app, 1).await;
+    assert_eq!(
+        app.opentrain.count("GET", "/api/public/v1/approvals/"),
+        2 + 1
+    );
+}
+
+#[tokio::test]
+async fn a_refused_opentrain_token_stops_that_work_with_a_visible_reason_and_no_retry_loop() {
+    let app = quiet_app().await;
+    app.opentrain.fail_next(1000, 401, None);
+    let body = app.fund_request("ctr_1", "ms_1");
+    let id = approval_id(&body);
+    assert_eq!(app.submit(&body).await.0, 202);
+    let view = eventually("the reason is visible", || async {
+        let v = app.approval(&id).await;
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("401"))
+            .then_some(v)
+    })
+    .await;
+    assert_eq!(
+        view["status"], "verifying",
+        "not lost: it waits for a fixed token"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        app.opentrain.count("GET", "/api/public/v1/approvals/"),
+        1,
+        "retried in a loop"
+    );
+}
+
+#[tokio::test]
+async fn a_burst_of_200_approvals_is_delivered_in_full_without_429s() {
+    // Telegram's real pace (one message a second) scaled down 40 times on both sides: the
+    // fake refuses anything faster than 20 ms, the app paces at 25 ms.
+    let app = spawn_app_with(Options {
+        telegram_interval_ms: 25,
+        ..Options::default()
+    })
+    .await;
+    let bodies: Vec<Value> = (0..200)
+        .map(|i| app.fund_request(&format!("ctr_{i}"), &format!("ms_{i}")))
+        .collect();
+    let answers = futures_util::future::join_all(bodies.iter().map(|b| app.submit(b))).await;
+    assert!(answers.iter().all(|(s, _)| *s == 202), "{answers:?}");
+    let msgs = eventually("all 200 messages", || async {
+        let m = app.telegram.messages(CHAT);
+        (m.len() >= 200).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        app.telegram.rate_limited_count(),
+        0,
+        "throttled: the app sent faster than the chat allows"
+    );
+    for b in &bodies {
+        let id = approval_id(b);
+        assert_eq!(
+            msgs.iter()
+                .filter(|m| m.text.contains(&format!("approval {id}")))
+                .count(),
+            1,
+            "{id}"
+        );
+    }
+}
