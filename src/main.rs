@@ -1,6 +1,6 @@
 //! The `countersign` command line.
 
-use std::io::Read;
+use std::io::{IsTerminal, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -72,8 +72,10 @@ fn init_logging(settings: &Settings) {
     // RUST_LOG, when set, wins over log.level: the usual way to turn up one module for a while.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log.level));
+    // Colours only for a person at a terminal, not for journald or a log file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     match settings.log.format {
         LogFormat::Json => builder.json().init(),

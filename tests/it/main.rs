@@ -3,9 +3,11 @@
 mod support;
 
 mod config;
+mod crash;
 mod delivery;
 mod discord;
 mod intake;
+mod properties;
 mod proxy;
 mod reliability;
 mod security;
