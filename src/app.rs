@@ -54,10 +54,12 @@ pub struct App {
 impl App {
     pub async fn build(settings: Settings) -> Result<App, StartError> {
         let token = settings.opentrain_token()?.clone();
-        let store = Store::open(&StoreOptions::new(
-            settings.store.path.clone(),
-            settings.store.synchronous,
-        ))?;
+        let mut options =
+            StoreOptions::new(settings.store.path.clone(), settings.store.synchronous);
+        if !settings.store.group_commit {
+            options.max_batch = 1;
+        }
+        let store = Store::open(&options)?;
         let opentrain = OpenTrain::new(&settings.opentrain, token).map_err(StartError::Other)?;
         let hook = TcpListener::bind(settings.hook.listen)
             .await

@@ -94,6 +94,8 @@ pub struct OpenTrainSettings {
 pub struct StoreSettings {
     pub path: PathBuf,
     pub synchronous: Synchronous,
+    /// Batch concurrent commits into one transaction. Off only to measure what it buys.
+    pub group_commit: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -222,6 +224,7 @@ impl Default for RawOpenTrain {
 struct RawStore {
     path: PathBuf,
     synchronous: String,
+    group_commit: bool,
 }
 
 impl Default for RawStore {
@@ -229,6 +232,7 @@ impl Default for RawStore {
         RawStore {
             path: "countersign.db".into(),
             synchronous: "full".into(),
+            group_commit: true,
         }
     }
 }
@@ -725,6 +729,7 @@ impl RawSettings {
             store: StoreSettings {
                 path: self.store.path,
                 synchronous,
+                group_commit: self.store.group_commit,
             },
             telegram,
             discord,
