@@ -13,15 +13,18 @@ use tokio_util::task::TaskTracker;
 use crate::config::{ConfigError, Settings};
 use crate::delivery::Delivery;
 use crate::intake::{HookState, router};
+use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::notify::console::Console;
 use crate::notify::discord::Discord;
 use crate::notify::telegram::Telegram;
+use crate::notify::telegram_commands::OwnerCommands;
 use crate::opentrain::OpenTrain;
 use crate::proxy::Proxy;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::tracker::Tracker;
 use crate::verify::Verifier;
+use crate::worker::Pacer;
 use crate::worker::now_ms;
 
 /// How long shutdown waits for in-flight sends and reads.
@@ -116,24 +119,45 @@ impl App {
             proxy,
         } = self;
         let workers = TaskTracker::new();
+        let metrics = Arc::new(Metrics::new());
         let stop = shutdown.child_token();
         let app_url = settings.opentrain.app_url.clone();
 
         let mut channels: Vec<&'static str> = Vec::new();
         if let Some(tg) = &settings.telegram {
             let telegram = Telegram::new(tg);
+            let pacer = Pacer::new(telegram.min_interval());
             channels.push(telegram.channel());
-            spawn_delivery(&workers, &stop, telegram, &store, &app_url);
+            if tg.owner_commands {
+                let commands = OwnerCommands {
+                    bot: telegram.bot().clone(),
+                    chat: teloxide::types::ChatId(tg.chat_id),
+                    store: store.clone(),
+                    app_url: app_url.clone(),
+                    pacer: pacer.clone(),
+                };
+                workers.spawn(commands.run(stop.clone()));
+            }
+            spawn_delivery(&workers, &stop, telegram, pacer, &store, &app_url, &metrics);
         }
         if let Some(dc) = &settings.discord {
             let discord = Discord::new(dc).map_err(StartError::Other)?;
             channels.push(discord.channel());
-            spawn_delivery(&workers, &stop, discord, &store, &app_url);
+            let pacer = Pacer::new(discord.min_interval());
+            spawn_delivery(&workers, &stop, discord, pacer, &store, &app_url, &metrics);
         }
         if settings.console {
             let console = Console::default();
             channels.push(console.channel());
-            spawn_delivery(&workers, &stop, console, &store, &app_url);
+            spawn_delivery(
+                &workers,
+                &stop,
+                console,
+                Pacer::new(Duration::ZERO),
+                &store,
+                &app_url,
+                &metrics,
+            );
         }
         // A channel enabled since the last start shows the approvals still open.
         store.ensure_deliveries(&channels, now_ms()).await?;
@@ -143,6 +167,7 @@ impl App {
             opentrain: opentrain.clone(),
             channels: channels.clone(),
             reminders: settings.reminders.clone(),
+            metrics: metrics.clone(),
         });
         workers.spawn(verifier.run(stop.clone()));
         let tracker = Arc::new(Tracker {
@@ -150,6 +175,7 @@ impl App {
             opentrain,
             poll_interval: settings.opentrain.poll_interval,
             reminders: settings.reminders.clone(),
+            metrics: metrics.clone(),
         });
         workers.spawn(tracker.clone().poll_updates(stop.clone()));
         workers.spawn(tracker.read_due(stop.clone()));
@@ -173,6 +199,11 @@ impl App {
         let state = Arc::new(HookState {
             store: store.clone(),
             token: settings.hook.token.clone(),
+            metrics: metrics.clone(),
+            metrics_open: hook
+                .local_addr()
+                .map(|a| a.ip().is_loopback())
+                .unwrap_or(false),
             webhook_secret: settings.opentrain.webhook_secret.clone(),
             app_url,
             max_body_bytes: settings.hook.max_body_bytes,
@@ -205,13 +236,17 @@ fn spawn_delivery<N: Notifier>(
     workers: &TaskTracker,
     stop: &CancellationToken,
     notifier: N,
+    pacer: Pacer,
     store: &Store,
     app_url: &str,
+    metrics: &Arc<Metrics>,
 ) {
     let delivery = Delivery {
         notifier,
         store: store.clone(),
         app_url: app_url.to_string(),
+        metrics: metrics.clone(),
+        pacer,
     };
     workers.spawn(delivery.run(stop.clone()));
 }

@@ -106,6 +106,8 @@ pub struct TelegramSettings {
     /// The least time between two requests to the owner's chat (Telegram allows about one message
     /// a second in a private chat and twenty a minute in a group).
     pub min_send_interval: Duration,
+    /// Answer `/pending` and `/help` from the owner's chat (long-polls `getUpdates`).
+    pub owner_commands: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,6 +247,7 @@ struct RawTelegram {
     chat_id: Option<i64>,
     api_url: String,
     min_send_interval_ms: Option<u64>,
+    owner_commands: bool,
 }
 
 impl Default for RawTelegram {
@@ -255,6 +258,7 @@ impl Default for RawTelegram {
             chat_id: None,
             api_url: "https://api.telegram.org".into(),
             min_send_interval_ms: None,
+            owner_commands: true,
         }
     }
 }
@@ -361,24 +365,8 @@ impl Settings {
     /// Loads `path` (which must exist) or, without one, `countersign.toml` in the working
     /// directory if there is one, then the process environment.
     pub fn load(path: Option<&Path>) -> Result<Settings, ConfigError> {
-        let (file, required) = match path {
-            Some(p) => (p.to_path_buf(), true),
-            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
-        };
-        let text = match std::fs::read_to_string(&file) {
-            Ok(text) => Some(text),
-            Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => {
-                return Err(ConfigError::new(
-                    "config file",
-                    format!("cannot read {}: {e}", file.display()),
-                ));
-            }
-        };
-        let env: HashMap<String, String> = std::env::vars()
-            .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
-            .collect();
-        Settings::from_toml_and_env(text.as_deref(), env)
+        let (toml, env) = read_sources(path)?;
+        Settings::from_toml_and_env(toml.as_deref(), env)
     }
 
     /// Builds settings from TOML text and a set of environment variables (only those starting
@@ -387,20 +375,29 @@ impl Settings {
         toml: Option<&str>,
         env: HashMap<String, String>,
     ) -> Result<Settings, ConfigError> {
-        let mut builder = config::Config::builder();
-        if let Some(text) = toml {
-            builder = builder.add_source(config::File::from_str(text, config::FileFormat::Toml));
-        }
-        builder = builder.add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .separator("__")
-                .source(Some(env.into_iter().collect())),
-        );
-        let raw: RawSettings = builder
-            .build()
-            .and_then(|c| c.try_deserialize())
-            .map_err(config_crate_error)?;
-        raw.validate()
+        raw_settings(toml, env)?.validate()
+    }
+
+    /// What `countersign pair` needs: the Telegram bot token and API URL, before any chat id is
+    /// known (the rest of the config is validated as usual, except that `telegram.chat_id` may be
+    /// missing).
+    pub fn load_for_pairing(path: Option<&Path>) -> Result<(Secret, Url), ConfigError> {
+        let (toml, env) = read_sources(path)?;
+        let raw = raw_settings(toml.as_deref(), env)?;
+        let token = secret(
+            "telegram.bot_token",
+            raw.telegram.bot_token.clone(),
+            raw.telegram.bot_token_file.clone(),
+        )?
+        .ok_or_else(|| {
+            ConfigError::new(
+                "telegram.bot_token",
+                "not set: create a bot with @BotFather and put its token in telegram.bot_token \
+                 (or COUNTERSIGN__TELEGRAM__BOT_TOKEN) before pairing",
+            )
+        })?;
+        let api_url = http_url("telegram.api_url", &raw.telegram.api_url)?;
+        Ok((token, api_url))
     }
 
     /// The token countersign itself uses against OpenTrain; `run` and `check` cannot work without it.
@@ -421,6 +418,50 @@ impl Settings {
     }
 }
 
+/// The config file's text (if any) and the `COUNTERSIGN__*` environment.
+fn read_sources(
+    path: Option<&Path>,
+) -> Result<(Option<String>, HashMap<String, String>), ConfigError> {
+    let (file, required) = match path {
+        Some(p) => (p.to_path_buf(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+    };
+    let text = match std::fs::read_to_string(&file) {
+        Ok(text) => Some(text),
+        Err(e) if !required && e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => {
+            return Err(ConfigError::new(
+                "config file",
+                format!("cannot read {}: {e}", file.display()),
+            ));
+        }
+    };
+    let env: HashMap<String, String> = std::env::vars()
+        .filter(|(k, _)| k.starts_with(&format!("{ENV_PREFIX}__")))
+        .collect();
+    Ok((text, env))
+}
+
+/// Layers defaults, the TOML text and the environment into the raw, unvalidated settings.
+fn raw_settings(
+    toml: Option<&str>,
+    env: HashMap<String, String>,
+) -> Result<RawSettings, ConfigError> {
+    let mut builder = config::Config::builder();
+    if let Some(text) = toml {
+        builder = builder.add_source(config::File::from_str(text, config::FileFormat::Toml));
+    }
+    builder = builder.add_source(
+        config::Environment::with_prefix(ENV_PREFIX)
+            .separator("__")
+            .source(Some(env.into_iter().collect())),
+    );
+    builder
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(config_crate_error)
+}
+
 /// The `config` crate already names the key in most of its messages ("... for key `hook.listen`");
 /// unknown keys come from serde as "unknown field `x`".
 fn config_crate_error(e: config::ConfigError) -> ConfigError {
@@ -434,7 +475,7 @@ fn config_crate_error(e: config::ConfigError) -> ConfigError {
                 .nth(1)
                 .and_then(|rest| rest.split('`').next())
         })
-        .unwrap_or("config")
+        .unwrap_or("the config file")
         .to_string();
     ConfigError::new(key, text)
 }
@@ -618,6 +659,7 @@ impl RawSettings {
                     min_send_interval: Duration::from_millis(
                         self.telegram.min_send_interval_ms.unwrap_or(default_ms),
                     ),
+                    owner_commands: self.telegram.owner_commands,
                 })
             }
         };
@@ -648,6 +690,18 @@ impl RawSettings {
                     "discord.user_id",
                     "discord.bot_token is set but neither discord.user_id (a direct message) \
                      nor discord.channel_id (a channel) is: give exactly one",
+                ));
+            }
+            (Some(_), Some(0), _) => {
+                return Err(ConfigError::new(
+                    "discord.user_id",
+                    "must be a Discord user id (a snowflake), not 0",
+                ));
+            }
+            (Some(_), _, Some(0)) => {
+                return Err(ConfigError::new(
+                    "discord.channel_id",
+                    "must be a Discord channel id (a snowflake), not 0",
                 ));
             }
             (Some(bot_token), user, channel) => {

@@ -10,17 +10,19 @@
 //!   is never re-posted; a permanent error stops that delivery with one log line and shows as
 //!   `failed` in `list` until the next start.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use tokio::time::Instant;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::approval::Status;
+use crate::metrics::Metrics;
 use crate::notify::{Card, MessageRef, Notifier, NotifyError};
 use crate::opentrain::backoff;
 use crate::store::{DeliveryJob, DeliveryOutcome, Store};
-use crate::worker::{LEASE, idle, now_ms, sleep_or_cancel};
+use crate::worker::{LEASE, Pacer, idle, now_ms, sleep_or_cancel};
 
 /// The longest one post or edit may take before it counts as a transient failure.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -29,13 +31,15 @@ pub struct Delivery<N: Notifier> {
     pub notifier: N,
     pub store: Store,
     pub app_url: String,
+    pub metrics: Arc<Metrics>,
+    /// The chat's pace, shared with anything else that writes to it.
+    pub pacer: Pacer,
 }
 
 impl<N: Notifier> Delivery<N> {
     pub async fn run(self, cancel: CancellationToken) {
         let channel = self.notifier.channel();
         let wake = self.store.signals().delivery(channel);
-        let mut not_before = Instant::now();
         while !cancel.is_cancelled() {
             let job = match self.store.claim_delivery(channel, now_ms(), LEASE).await {
                 Ok(job) => job,
@@ -52,12 +56,13 @@ impl<N: Notifier> Delivery<N> {
             };
             // Pace: wait out the chat's interval or its retry_after. On shutdown the claim is
             // simply left; the next start releases it.
-            let wait = not_before.saturating_duration_since(Instant::now());
-            if !wait.is_zero() && !sleep_or_cancel(wait, &cancel).await {
+            if !self.pacer.wait(&cancel).await {
                 break;
             }
             let (outcome, pause) = self.attempt(&job).await;
-            not_before = Instant::now() + pause.max(self.notifier.min_interval());
+            if !pause.is_zero() {
+                self.pacer.hold_for(pause);
+            }
             if let Err(e) = self
                 .store
                 .finish_delivery(&job.record.id, channel, outcome, now_ms())
@@ -128,6 +133,23 @@ impl<N: Notifier> Delivery<N> {
         .await
         .unwrap_or_else(|_| Err(NotifyError::Transient("timed out".into())));
         let action = action.name();
+        let outcome = match &sent {
+            Ok(_) => "ok",
+            Err(NotifyError::RateLimited(_)) => "rate_limited",
+            Err(NotifyError::Transient(_)) => "transient",
+            Err(NotifyError::Gone(_)) => "gone",
+            Err(NotifyError::Permanent(_)) => "permanent",
+        };
+        self.metrics
+            .deliveries
+            .with_label_values(&[channel, action, outcome])
+            .inc();
+        if sent.is_err() {
+            self.metrics
+                .chat_errors
+                .with_label_values(&[channel, outcome])
+                .inc();
+        }
         match sent {
             Ok(outcome) => {
                 tracing::info!(channel, approval_id = %id, %status, action, "delivered");

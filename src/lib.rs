@@ -21,11 +21,15 @@
 
 pub mod app;
 pub mod approval;
+pub mod check;
 pub mod config;
 pub mod delivery;
 pub mod intake;
+pub mod list;
+pub mod metrics;
 pub mod notify;
 pub mod opentrain;
+pub mod pair;
 pub mod proxy;
 pub mod reminders;
 pub mod store;

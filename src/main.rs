@@ -30,6 +30,36 @@ enum Command {
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Validate the config and check every credential against its service (sends the owner
+    /// nothing); exits non-zero on any failure.
+    Check {
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// List tracked approvals, newest first, with their delivery state (works while the daemon
+    /// runs). Without --all: the open ones and those whose delivery failed.
+    List {
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Include settled approvals.
+        #[arg(long)]
+        all: bool,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// At most this many approvals.
+        #[arg(long, default_value_t = 200)]
+        limit: usize,
+    },
+    /// Find your Telegram chat id: prints a code, waits for `/start <code>` sent to the bot, and
+    /// prints the chat_id line to configure. Run it while the daemon is stopped.
+    Pair {
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// How long to wait, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
     /// Hand a 202 body (from FILE, or stdin with - or no FILE) to the running daemon's hook and
     /// print its answer.
     Submit {
@@ -56,6 +86,14 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run { config } => run(config).await,
+            Command::Check { config } => check(config).await,
+            Command::List {
+                config,
+                all,
+                json,
+                limit,
+            } => list(config, all, json, limit),
+            Command::Pair { config, timeout } => pair(config, timeout).await,
             Command::Submit { config, input } => submit(config, input).await,
         }
     });
@@ -117,6 +155,63 @@ async fn wait_for_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn check(config: Option<PathBuf>) -> Result<ExitCode> {
+    let settings = match Settings::load(config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("FAIL  config     {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let lines = countersign::check::run(&settings).await;
+    for line in &lines {
+        println!("{line}");
+    }
+    Ok(if lines.iter().all(|l| l.ok) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn list(config: Option<PathBuf>, all: bool, json: bool, limit: usize) -> Result<ExitCode> {
+    let settings = Settings::load(config.as_deref())?;
+    let views = countersign::store::list_read_only(&settings.store.path, all, limit)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&views)?);
+    } else {
+        print!("{}", countersign::list::table(&views));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn pair(config: Option<PathBuf>, timeout: u64) -> Result<ExitCode> {
+    let (token, api_url) = Settings::load_for_pairing(config.as_deref())?;
+    let code = countersign::pair::new_code();
+    let mut out = std::io::stdout();
+    match countersign::pair::pair(
+        &token,
+        api_url,
+        &code,
+        std::time::Duration::from_secs(timeout),
+        &mut out,
+    )
+    .await
+    {
+        Ok(paired) => {
+            println!(
+                "\nPaired with {}. Put this in your config:\n\n[telegram]\nchat_id = {}\n\n                 (or COUNTERSIGN__TELEGRAM__CHAT_ID={})",
+                paired.who, paired.chat_id, paired.chat_id
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("countersign: {e}");
+            Ok(ExitCode::FAILURE)
+        }
     }
 }
 

@@ -63,6 +63,18 @@ impl UpstreamError {
             _ => None,
         }
     }
+
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            UpstreamError::NotFound { .. } => "not_found",
+            UpstreamError::Auth { .. } => "auth",
+            UpstreamError::RateLimited { .. } => "rate_limited",
+            UpstreamError::Status { .. } => "server",
+            UpstreamError::Transport(_) => "transport",
+            UpstreamError::Decode(_) => "decode",
+        }
+    }
 }
 
 /// The error envelope of every non-2xx answer.

@@ -15,6 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::approval::Status;
+use crate::metrics::Metrics;
 use crate::opentrain::{OpenTrain, UpstreamError, backoff};
 use crate::store::{ReadJob, ReadOutcome, Store};
 use crate::verify::{EXPIRY_GRACE_MS, retry_at};
@@ -31,6 +32,7 @@ pub struct Tracker {
     pub poll_interval: Duration,
     /// `reminders.before_expiry`.
     pub reminders: Vec<Duration>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Tracker {
@@ -52,6 +54,9 @@ impl Tracker {
                     self.poll_interval
                 }
                 Err(e) => {
+                    if let PollError::Upstream(u) = &e {
+                        self.metrics.opentrain_error(u);
+                    }
                     failures += 1;
                     if failures == 1 || failures.is_multiple_of(20) {
                         tracing::warn!(error = %e, failures, "updates: poll failed; backing off");
@@ -180,6 +185,10 @@ impl Tracker {
                 };
                 if status != job.status {
                     tracing::info!(approval_id = %job.id, from = %job.status, to = %status, "status changed");
+                    if terminal && let Some(created) = upstream.created_at() {
+                        let age = (chrono::Utc::now() - created).num_milliseconds().max(0);
+                        self.metrics.resolution.observe(age as f64 / 1000.0);
+                    }
                 }
                 ReadOutcome::Status {
                     upstream: Some(upstream),
@@ -189,6 +198,10 @@ impl Tracker {
                 }
             }
             Err(UpstreamError::NotFound { .. }) => {
+                self.metrics
+                    .opentrain_errors
+                    .with_label_values(&["not_found"])
+                    .inc();
                 // It was verified before, so OpenTrain withdrew it: say so rather than keep
                 // showing a link that no longer works.
                 tracing::warn!(approval_id = %job.id, "OpenTrain no longer shows this approval");
@@ -200,6 +213,7 @@ impl Tracker {
                 }
             }
             Err(e) => {
+                self.metrics.opentrain_error(&e);
                 tracing::warn!(approval_id = %job.id, error = %e, "re-read failed; will retry");
                 ReadOutcome::Retry {
                     at: retry_at(&e, job.attempts),

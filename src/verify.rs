@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::approval::{AgentContext, Kind, MoneyContext, Status, Usd, WireApproval};
+use crate::metrics::Metrics;
 use crate::opentrain::{OpenTrain, UpstreamError, backoff};
 use crate::reminders;
 use crate::store::{Store, VerifyJob, VerifyOutcome};
@@ -29,6 +30,7 @@ pub struct Verifier {
     pub channels: Vec<&'static str>,
     /// `reminders.before_expiry`.
     pub reminders: Vec<Duration>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Verifier {
@@ -75,6 +77,12 @@ impl Verifier {
     async fn verify(&self, job: VerifyJob) {
         let id = job.id.clone();
         let outcome = self.outcome(job).await;
+        if let VerifyOutcome::Rejected { .. } = &outcome {
+            self.metrics
+                .opentrain_errors
+                .with_label_values(&["not_found"])
+                .inc();
+        }
         match &outcome {
             VerifyOutcome::Verified { status, .. } => {
                 tracing::info!(approval_id = %id, %status, "verified with OpenTrain")
@@ -127,12 +135,18 @@ impl Verifier {
                                 .into(),
                     };
                 }
-                Err(e) => return retry(&e, job.attempts),
+                Err(e) => {
+                    self.metrics.opentrain_error(&e);
+                    return retry(&e, job.attempts);
+                }
             },
         };
         let context = match self.context(&upstream, &job.agent).await {
             Ok(c) => c,
-            Err(e) => return retry(&e, job.attempts),
+            Err(e) => {
+                self.metrics.opentrain_error(&e);
+                return retry(&e, job.attempts);
+            }
         };
         let status = Status::from_upstream(upstream.status.as_deref());
         let expires = upstream.expires_at().map(|t| t.timestamp_millis());

@@ -41,3 +41,41 @@ pub async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
         _ = cancel.cancelled() => false,
     }
 }
+
+/// Spaces requests to one chat: every request takes the next free slot, at least `interval`
+/// after the previous one, and a 429 pushes every later slot past its `retry_after`. Shared by
+/// everything that writes to the chat (deliveries and answers to owner commands).
+#[derive(Clone)]
+pub struct Pacer {
+    interval: Duration,
+    next: std::sync::Arc<std::sync::Mutex<tokio::time::Instant>>,
+}
+
+impl Pacer {
+    pub fn new(interval: Duration) -> Pacer {
+        Pacer {
+            interval,
+            next: std::sync::Arc::new(std::sync::Mutex::new(tokio::time::Instant::now())),
+        }
+    }
+
+    /// Waits for this request's slot; false on shutdown.
+    pub async fn wait(&self, cancel: &CancellationToken) -> bool {
+        let slot = {
+            let mut next = self.next.lock().expect("pacer lock");
+            let slot = (*next).max(tokio::time::Instant::now());
+            *next = slot + self.interval;
+            slot
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(slot) => true,
+            _ = cancel.cancelled() => false,
+        }
+    }
+
+    /// Nothing may be sent before `d` from now (the chat said so with a 429).
+    pub fn hold_for(&self, d: Duration) {
+        let mut next = self.next.lock().expect("pacer lock");
+        *next = (*next).max(tokio::time::Instant::now() + d);
+    }
+}

@@ -27,6 +27,8 @@ use axum::response::Response;
 use chrono::{DateTime, NaiveDateTime, Utc};
 use serde_json::{Map, Value, json};
 
+/// The guild the fake guild text channel belongs to.
+pub const FAKE_GUILD_ID: u64 = 777_000_000_000_000_001;
 /// The fake bot's own user id: the author of every message the fake stores.
 pub const FAKE_BOT_USER_ID: u64 = 1_100_000_000_000_000_001;
 const BOT_USERNAME: &str = "countersign-fake-bot";
@@ -81,6 +83,8 @@ pub struct FakeDiscordMessage {
     pub components: Vec<Value>,
     /// `allowed_mentions` as last sent; `None` when never sent (or sent as `null`).
     pub allowed_mentions: Option<Value>,
+    /// The message this one replies to (`message_reference` on create, when it resolved).
+    pub reply_to: Option<u64>,
     /// Number of accepted PATCHes.
     pub edits: usize,
     /// Deleted by the owner (`FakeDiscord::delete_message`) or by a `DELETE` request.
@@ -206,6 +210,7 @@ enum Route<'a> {
     GetMe,
     CreateDm,
     CreateMessage(&'a str),
+    GetChannel(&'a str),
     GetMessage(&'a str, &'a str),
     EditMessage(&'a str, &'a str),
     DeleteMessage(&'a str, &'a str),
@@ -218,6 +223,7 @@ impl Route<'_> {
             Route::GetMe => "4a1f0c2e9b7d3c55",
             Route::CreateDm => "9e3b51d07a2c4f18",
             Route::CreateMessage(_) => CREATE_MESSAGE_BUCKET,
+            Route::GetChannel(_) => "b8c9d0e1f2a3b4c5",
             Route::GetMessage(..) => "d2a4c6e8f0b13579",
             Route::EditMessage(..) => EDIT_MESSAGE_BUCKET,
             Route::DeleteMessage(..) => "e7f6a5b4c3d2e1f0",
@@ -231,6 +237,7 @@ fn route<'a>(method: &Method, path: &'a str) -> Option<Route<'a>> {
     let route = match segments.as_slice() {
         ["users", "@me"] if method == Method::GET => Route::GetMe,
         ["users", "@me", "channels"] if method == Method::POST => Route::CreateDm,
+        ["channels", c] if method == Method::GET => Route::GetChannel(c),
         ["channels", c, "messages"] if method == Method::POST => Route::CreateMessage(c),
         ["channels", c, "messages", m] if method == Method::GET => Route::GetMessage(c, m),
         ["channels", c, "messages", m] if method == Method::PATCH => Route::EditMessage(c, m),
@@ -478,6 +485,7 @@ impl State {
             Route::GetMe => Ok(Reply::json(200, bot_user_json(true))),
             Route::CreateDm => self.create_dm(body),
             Route::CreateMessage(c) => self.create_message(c, body, now),
+            Route::GetChannel(c) => self.get_channel(c),
             Route::GetMessage(c, m) => self.get_message(c, m),
             Route::EditMessage(c, m) => self.edit_message(c, m, body, now),
             Route::DeleteMessage(c, m) => self.delete_message(c, m),
@@ -649,6 +657,7 @@ impl State {
         if !stickers.is_empty() {
             return Err(Reply::error(400, 50081, "Invalid sticker sent"));
         }
+        let reply_to = self.message_reference(channel_id, &obj)?;
         let nonce = obj.get("nonce").filter(|v| !v.is_null()).cloned();
         // enforce_nonce: a message by the same author with the same nonce in the last few
         // minutes is returned instead of creating a second one (the fake ignores the window).
@@ -674,6 +683,7 @@ impl State {
                     .get("allowed_mentions")
                     .filter(|v| !v.is_null())
                     .cloned(),
+                reply_to,
                 edits: 0,
                 deleted: false,
             },
@@ -689,6 +699,87 @@ impl State {
         Ok(reply)
     }
 
+    /// A reply's `message_reference` (type 0): the replied-to message must be a live one in the
+    /// same channel; when it is not, Discord refuses the message unless `fail_if_not_exists` is
+    /// `false`, in which case it is sent as a plain message. Forwards (type 1) are refused: the
+    /// fake does not model them. The form error codes are the best known ones.
+    fn message_reference(
+        &self,
+        channel_id: u64,
+        obj: &Map<String, Value>,
+    ) -> Result<Option<u64>, Reply> {
+        let Some(reference) = obj.get("message_reference").filter(|v| !v.is_null()) else {
+            return Ok(None);
+        };
+        let mut errors = FormErrors::default();
+        let Some(reference) = object_at(reference, &["message_reference"], &mut errors) else {
+            return Err(errors.into_result().unwrap_err());
+        };
+        match reference.get("type") {
+            None | Some(Value::Null) => {}
+            Some(v) if v == &json!(0) => {}
+            Some(_) => errors.add(
+                &["message_reference", "type"],
+                "FAKE_UNSUPPORTED",
+                "countersign-fakes: only replies (type 0) are supported by the fake Discord",
+            ),
+        }
+        check_bool(
+            reference,
+            "fail_if_not_exists",
+            &["message_reference", "fail_if_not_exists"],
+            &mut errors,
+        );
+        let snowflake_at = |key: &str, errors: &mut FormErrors| match reference.get(key) {
+            None | Some(Value::Null) => None,
+            Some(v) => {
+                let id = snowflake_value(v);
+                if id.is_none() {
+                    errors.add(
+                        &["message_reference", key],
+                        "NUMBER_TYPE_COERCE",
+                        &format!("Value \"{}\" is not snowflake.", plain(v)),
+                    );
+                }
+                id
+            }
+        };
+        let message_id = snowflake_at("message_id", &mut errors);
+        let reference_channel = snowflake_at("channel_id", &mut errors);
+        snowflake_at("guild_id", &mut errors);
+        if message_id.is_none() && !errors.tree.contains_key("message_reference") {
+            errors.add(
+                &["message_reference", "message_id"],
+                "BASE_TYPE_REQUIRED",
+                "This field is required",
+            );
+        }
+        if reference_channel.is_some_and(|c| c != channel_id) {
+            errors.add(
+                &["message_reference"],
+                "REPLIES_CANNOT_REFERENCE_OTHER_CHANNEL",
+                "Cannot reply to a message in a different channel",
+            );
+        }
+        errors.into_result()?;
+        let message_id = message_id.unwrap_or_default();
+        let exists = self
+            .messages
+            .iter()
+            .any(|s| s.msg.id == message_id && s.msg.channel_id == channel_id && !s.msg.deleted);
+        if exists {
+            return Ok(Some(message_id));
+        }
+        if reference.get("fail_if_not_exists") == Some(&Value::Bool(false)) {
+            return Ok(None);
+        }
+        Err(Reply::form(error_tree(
+            &["message_reference"],
+            "REPLIES_UNKNOWN_MESSAGE",
+            "Unknown message",
+        )))
+    }
+
     /// Index of a live message, or the error Discord gives for it.
     fn find_message(&self, channel_raw: &str, message_raw: &str) -> Result<usize, Reply> {
         let channel_id = path_snowflake("channel_id", channel_raw)?;
@@ -702,6 +793,34 @@ impl State {
                 s.msg.id == message_id && s.msg.channel_id == channel_id && !s.msg.deleted
             })
             .ok_or_else(unknown_message)
+    }
+
+    /// `GET /channels/{id}`: the guild text channel or a DM channel the bot opened.
+    fn get_channel(&self, channel_raw: &str) -> Result<Reply, Reply> {
+        let channel_id = path_snowflake("channel_id", channel_raw)?;
+        if channel_id == self.guild_channel_id {
+            return Ok(Reply::json(
+                200,
+                json!({
+                    "id": channel_id.to_string(),
+                    "type": 0,
+                    "guild_id": FAKE_GUILD_ID.to_string(),
+                    "name": "approvals",
+                    "position": 0,
+                    "permission_overwrites": [],
+                    "nsfw": false,
+                    "parent_id": null,
+                    "topic": null,
+                    "rate_limit_per_user": 0,
+                    "last_message_id": null,
+                    "flags": 0,
+                }),
+            ));
+        }
+        match self.dm_channels.iter().find(|(_, c)| **c == channel_id) {
+            Some((user, _)) => Ok(Reply::json(200, self.dm_channel_json(channel_id, *user))),
+            None => Err(unknown_channel()),
+        }
     }
 
     fn get_message(&self, channel_raw: &str, message_raw: &str) -> Result<Reply, Reply> {
@@ -891,6 +1010,16 @@ fn message_json(stored: &StoredMessage) -> Value {
     });
     if let Some(nonce) = &stored.nonce {
         message["nonce"] = nonce.clone();
+    }
+    // A reply is message type 19 with the reference. LOOSER: Discord also embeds the replied-to
+    // message as `referenced_message`.
+    if let Some(reply_to) = stored.msg.reply_to {
+        message["type"] = json!(19);
+        message["message_reference"] = json!({
+            "type": 0,
+            "channel_id": stored.msg.channel_id.to_string(),
+            "message_id": reply_to.to_string(),
+        });
     }
     message
 }
@@ -1263,7 +1392,8 @@ fn validate_message_fields(obj: &Map<String, Value>, errors: &mut FormErrors) {
             "This field must be a string or integer.",
         ),
     }
-    // LOOSER: `message_reference`, `poll` and `flags` bits are not checked.
+    // LOOSER: `poll` and `flags` bits are not checked. (`message_reference` is checked in
+    // `message_reference`, where the replied-to message can be looked up.)
 }
 
 fn validate_embeds(v: &Value, errors: &mut FormErrors) {
@@ -2253,6 +2383,72 @@ mod tests {
         assert_eq!(status, 200);
         assert_eq!(first["id"], second["id"]);
         assert_eq!(fake.messages(CHANNEL).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn replies_must_reference_a_live_message_in_the_same_channel() {
+        let fake = fake().await;
+        let (_, _, first) = post_message(&fake, CHANNEL, json!({"content": "pending"})).await;
+        let id: u64 = first["id"].as_str().unwrap().parse().unwrap();
+        let reply = |message_id: u64, extra: Value| {
+            let mut reference = json!({"type": 0, "message_id": message_id.to_string(),
+                "channel_id": CHANNEL.to_string(), "guild_id": null});
+            if let (Value::Object(r), Value::Object(e)) = (&mut reference, extra) {
+                r.extend(e);
+            }
+            json!({"content": "reminder", "message_reference": reference})
+        };
+        let (status, _, created) = post_message(&fake, CHANNEL, reply(id, json!({}))).await;
+        assert_eq!(status, 200, "{created}");
+        assert_eq!(created["type"], json!(19));
+        assert_eq!(
+            created["message_reference"]["message_id"],
+            json!(id.to_string())
+        );
+        assert_eq!(fake.messages(CHANNEL)[1].reply_to, Some(id));
+
+        // The replied-to message is gone: refused, unless the sender said it may stand alone.
+        fake.delete_message(CHANNEL, id);
+        let (status, _, refused) = post_message(&fake, CHANNEL, reply(id, json!({}))).await;
+        assert_eq!((status, refused["code"].clone()), (400, json!(50035)));
+        assert_eq!(
+            refused["errors"]["message_reference"]["_errors"][0]["code"],
+            json!("REPLIES_UNKNOWN_MESSAGE")
+        );
+        let (status, _, alone) = post_message(
+            &fake,
+            CHANNEL,
+            reply(id, json!({"fail_if_not_exists": false})),
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(alone["type"], json!(0));
+        assert_eq!(fake.messages(CHANNEL).last().unwrap().reply_to, None);
+
+        // Another channel's message, a malformed id, and no id at all.
+        let (_, _, other) = post_message(&fake, CHANNEL, json!({"content": "x"})).await;
+        let other: u64 = other["id"].as_str().unwrap().parse().unwrap();
+        let (status, _, _) =
+            post_message(&fake, CHANNEL, reply(other, json!({"channel_id": "42"}))).await;
+        assert_eq!(status, 400);
+        let (status, _, bad) = post_message(
+            &fake,
+            CHANNEL,
+            json!({"content": "x", "message_reference": {"message_id": "abc"}}),
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            bad["errors"]["message_reference"]["message_id"]["_errors"][0]["code"],
+            json!("NUMBER_TYPE_COERCE")
+        );
+        let (status, _, _) = post_message(
+            &fake,
+            CHANNEL,
+            json!({"content": "x", "message_reference": {}}),
+        )
+        .await;
+        assert_eq!(status, 400);
     }
 
     /// countersign's real client path: serenity's `Http` through `proxy`, ratelimiter off.

@@ -51,6 +51,48 @@ pub struct RecordedRequest {
     /// Parsed JSON body; a body that is not JSON is kept as a JSON string; `None` when empty.
     pub body: Option<Value>,
     pub user_agent: Option<String>,
+    /// The body bytes exactly as received (empty when there was none).
+    pub raw_body: Vec<u8>,
+    /// Every header as received, lower-case names, in order.
+    pub headers: Vec<(String, String)>,
+}
+
+impl RecordedRequest {
+    /// The first value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One answer exactly as the fake sent it, in the order answers were finished.
+#[derive(Clone, Debug)]
+pub struct RecordedAnswer {
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    /// Every header the handler set, lower-case names, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RecordedAnswer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A scripted answer served verbatim (see [`FakeOpenTrain::serve_raw`]).
+#[derive(Clone)]
+struct RawRoute {
+    status: StatusCode,
+    content_type: String,
+    body: Vec<u8>,
 }
 
 struct StoredApproval {
@@ -88,6 +130,9 @@ struct State {
     down: bool,
     latency: Duration,
     requests: Vec<RecordedRequest>,
+    answers: Vec<RecordedAnswer>,
+    /// `(METHOD, exact path)` → scripted answer.
+    raw_routes: HashMap<(String, String), RawRoute>,
 }
 
 /// A non-2xx answer; rendered as the §6.3 envelope once a request id is drawn.
@@ -141,6 +186,8 @@ impl FakeOpenTrain {
             down: false,
             latency: Duration::ZERO,
             requests: Vec::new(),
+            answers: Vec::new(),
+            raw_routes: HashMap::new(),
         };
         state.owner_user_id = state.new_id("usr");
         state.organization_id = state.new_id("org");
@@ -421,6 +468,32 @@ impl FakeOpenTrain {
         self.lock().down = down;
     }
 
+    /// Serves `body` verbatim, with `status` and `Content-Type: content_type`, for `method` on
+    /// exactly `path` (which must be under `/api/public/v1`), e.g. a CSV export or a large JSON
+    /// page the typed routes cannot produce. Faults and bearer auth apply to it as to every
+    /// other route. Replaces an earlier script for the same method and path.
+    pub fn serve_raw(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        content_type: &str,
+        body: impl Into<Vec<u8>>,
+    ) {
+        assert!(
+            path.starts_with(&format!("{API_PREFIX}/")),
+            "FakeOpenTrain::serve_raw: {path} is not under {API_PREFIX}"
+        );
+        let route = RawRoute {
+            status: StatusCode::from_u16(status).expect("FakeOpenTrain::serve_raw: a valid status"),
+            content_type: content_type.to_string(),
+            body: body.into(),
+        };
+        self.lock()
+            .raw_routes
+            .insert((method.to_ascii_uppercase(), path.to_string()), route);
+    }
+
     /// Delay added before every answer (default 0).
     pub fn set_latency(&self, d: Duration) {
         self.lock().latency = d;
@@ -442,8 +515,16 @@ impl FakeOpenTrain {
             .count()
     }
 
+    /// Every answer sent, byte for byte, in the order they were finished.
+    pub fn answers(&self) -> Vec<RecordedAnswer> {
+        self.lock().answers.clone()
+    }
+
+    /// Forgets the recorded requests and answers.
     pub fn clear_requests(&self) {
-        self.lock().requests.clear();
+        let mut st = self.lock();
+        st.requests.clear();
+        st.answers.clear();
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -473,6 +554,17 @@ async fn handle(AxumState(fake): AxumState<FakeOpenTrain>, req: Request) -> Resp
         authorization: header_str(header::AUTHORIZATION),
         body: parse_body(&bytes),
         user_agent: header_str(header::USER_AGENT),
+        raw_body: bytes.to_vec(),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
     };
     let latency = {
         let mut st = fake.lock();
@@ -482,7 +574,30 @@ async fn handle(AxumState(fake): AxumState<FakeOpenTrain>, req: Request) -> Resp
     if !latency.is_zero() {
         tokio::time::sleep(latency).await;
     }
-    respond(&fake, &parts.method, &parts.uri, &parts.headers, &bytes)
+    let response = respond(&fake, &parts.method, &parts.uri, &parts.headers, &bytes);
+    // Record the exact bytes sent, so tests can compare what a client got with what was sent.
+    let (head, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let answer = RecordedAnswer {
+        method: parts.method.to_string(),
+        path: parts.uri.path().to_string(),
+        status: head.status.as_u16(),
+        headers: head
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                )
+            })
+            .collect(),
+        body: body.to_vec(),
+    };
+    fake.lock().answers.push(answer);
+    Response::from_parts(head, axum::body::Body::from(body))
 }
 
 /// Synchronous so the (non-Send) state guard never lives across an await.
@@ -494,6 +609,27 @@ fn respond(
     body: &[u8],
 ) -> Response {
     let mut st = fake.lock();
+    if let Some(raw) = st
+        .raw_routes
+        .get(&(method.as_str().to_string(), uri.path().to_string()))
+        .cloned()
+    {
+        let outcome = st
+            .injected_fault()
+            .map_or_else(|| st.authorize(headers), Err);
+        return match outcome {
+            Ok(()) => (
+                raw.status,
+                [(header::CONTENT_TYPE, raw.content_type)],
+                raw.body,
+            )
+                .into_response(),
+            Err(e) => {
+                let request_id = st.request_id();
+                e.into_response(request_id)
+            }
+        };
+    }
     let outcome = st
         .injected_fault()
         .map_or_else(|| st.route(method, uri, headers, body), Err);

@@ -51,6 +51,7 @@ const BOT_USERNAME: &str = "countersign_test_bot";
 const METHODS: &[&str] = &[
     "getme",
     "sendmessage",
+    "sendchataction",
     "editmessagetext",
     "editmessagereplymarkup",
     "deletemessage",
@@ -568,6 +569,7 @@ impl FakeTelegram {
         match method {
             "getme" => Ok(st.me_json()),
             "sendmessage" => st.send_message(&p),
+            "sendchataction" => st.send_chat_action(&p),
             "editmessagetext" => st.edit_message_text(&p),
             "editmessagereplymarkup" => st.edit_message_reply_markup(&p),
             "deletemessage" => st.delete_message(&p),
@@ -766,6 +768,32 @@ impl TgState {
         });
         let stored = chat.messages.last().expect("just pushed");
         Ok(message_json(bot_id, chat.kind, stored))
+    }
+
+    /// "typing…" and friends: needs the same right to write to the chat as a message, which is
+    /// what makes it a probe that sends the owner nothing.
+    fn send_chat_action(&mut self, p: &Params) -> ApiResult {
+        let chat_id = chat_id_param(p)?;
+        self.writable_chat(chat_id)?;
+        self.check_blocked(chat_id)?;
+        const ACTIONS: &[&str] = &[
+            "typing",
+            "upload_photo",
+            "record_video",
+            "upload_video",
+            "record_voice",
+            "upload_voice",
+            "upload_document",
+            "choose_sticker",
+            "find_location",
+            "record_video_note",
+            "upload_video_note",
+        ];
+        match p.get("action").and_then(Value::as_str) {
+            Some(a) if ACTIONS.contains(&a) => Ok(Value::Bool(true)),
+            Some(_) => Err(ApiError::bad("wrong parameter action in request")),
+            None => Err(ApiError::bad("parameter \"action\" is required")),
+        }
     }
 
     fn edit_message_text(&mut self, p: &Params) -> ApiResult {

@@ -10,8 +10,9 @@ pub mod submission;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -22,6 +23,7 @@ use subtle::ConstantTimeEq;
 
 use crate::approval::ApprovalId;
 use crate::config::Secret;
+use crate::metrics::Metrics;
 use crate::store::{NewSubmission, Store};
 use crate::worker::now_ms;
 use submission::{Rejection, parse_event, parse_submission};
@@ -29,6 +31,9 @@ use submission::{Rejection, parse_event, parse_submission};
 /// What the hook's handlers share.
 pub struct HookState {
     pub store: Store,
+    pub metrics: Arc<Metrics>,
+    /// `GET /metrics` without a token: only when the hook listens on loopback.
+    pub metrics_open: bool,
     pub token: Option<Secret>,
     /// `opentrain.webhook_secret`: when set, `POST /v1/opentrain/webhook` takes signed deliveries.
     pub webhook_secret: Option<Secret>,
@@ -90,6 +95,7 @@ pub fn router(state: Arc<HookState>) -> Router {
         router = router.route("/v1/opentrain/webhook", post(webhook));
     }
     router
+        .route("/metrics", get(metrics))
         .route("/v1/approvals", post(submit).get(list))
         .route("/v1/approvals/{id}", get(show))
         .route("/v1/events", post(event))
@@ -102,7 +108,51 @@ pub fn router(state: Arc<HookState>) -> Router {
                 "this route does not take that method",
             )
         })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// Times every request for `countersign_hook_request_duration_seconds`.
+async fn observe(
+    State(state): State<Arc<HookState>>,
+    route: Option<MatchedPath>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let started = std::time::Instant::now();
+    let route = route
+        .map(|r| r.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let response = next.run(request).await;
+    state
+        .metrics
+        .hook_requests
+        .with_label_values(&[&route, response.status().as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(
+    State(state): State<Arc<HookState>>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    if !state.metrics_open {
+        authorize(&state, &headers)?;
+    }
+    let text = state
+        .metrics
+        .render(&state.store)
+        .await
+        .map_err(store_error)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response())
 }
 
 /// `Authorization: Bearer <hook.token>`, compared in constant time. Without a configured token
@@ -182,7 +232,19 @@ async fn submit(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     let bytes = read_body(&state, &headers, body).await?;
-    let accepted = accept_submission(&state.store, &state.app_url, &bytes, None).await?;
+    let accepted = accept_submission(&state.store, &state.app_url, &bytes, None).await;
+    let outcome = match &accepted {
+        Ok(a) if a.new => "accepted",
+        Ok(_) => "duplicate",
+        Err(e) if e.status.is_client_error() => "refused",
+        Err(_) => "failed",
+    };
+    state
+        .metrics
+        .submissions
+        .with_label_values(&[outcome])
+        .inc();
+    let accepted = accepted?;
     Ok((accepted.status, Json(accepted.body)).into_response())
 }
 

@@ -7,6 +7,7 @@ pub mod console;
 pub mod discord;
 pub mod render;
 pub mod telegram;
+pub mod telegram_commands;
 
 use std::future::Future;
 use std::time::Duration;
@@ -57,13 +58,9 @@ pub trait Notifier: Send + Sync + 'static {
 
     /// Sends one short reminder that notifies the owner, in reply to `message`, while the
     /// approval is still pending (the message itself is edited to show the time left).
-    // TODO(#3): the Discord notifier implements this; the default keeps it compiling meanwhile.
     fn remind(
         &self,
         message: &MessageRef,
         card: &Card,
-    ) -> impl Future<Output = Result<(), NotifyError>> + Send {
-        let _ = (message, card);
-        async { Ok(()) }
-    }
+    ) -> impl Future<Output = Result<(), NotifyError>> + Send;
 }

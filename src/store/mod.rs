@@ -957,6 +957,17 @@ impl Store {
             .await
     }
 
+    /// How many approvals have each status.
+    pub async fn count_by_status(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        self.read(|c| {
+            let mut stmt =
+                c.prepare_cached("SELECT status, COUNT(*) FROM approvals GROUP BY status")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
     /// Proves the store accepts a durable write (for `/healthz`).
     pub async fn healthcheck(&self, now: i64) -> Result<(), StoreError> {
         self.write(move |c| {
@@ -985,6 +996,42 @@ fn refresh_due(c: &Connection, approval_id: &str, channel: Option<&str>) -> Resu
         params![approval_id, channel],
     )?;
     Ok(())
+}
+
+/// For `countersign list`: reads the store at `path` without the daemon's lock, safely while a
+/// daemon runs (WAL readers never block the writer). `all` includes settled approvals.
+pub fn list_read_only(
+    path: &Path,
+    all: bool,
+    limit: usize,
+) -> Result<Vec<ApprovalView>, StoreError> {
+    if !path.exists() {
+        return Err(StoreError::Open(format!(
+            "no store at {} (has `countersign run` started with this config?)",
+            path.display()
+        )));
+    }
+    let c = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    c.busy_timeout(Duration::from_secs(5))?;
+    let version: i64 = c.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version != migrations::MIGRATIONS.len() as i64 {
+        return Err(StoreError::Open(format!(
+            "the store at {} has schema {version}; this countersign reads schema {} (start the daemon once to migrate)",
+            path.display(),
+            migrations::MIGRATIONS.len()
+        )));
+    }
+    if all {
+        list_views(&c, None, limit)
+    } else {
+        query_views(
+            &c,
+            "WHERE a.phase != 'done' OR EXISTS (SELECT 1 FROM deliveries d
+                 WHERE d.approval_id = a.id AND d.state = 'failed')
+             ORDER BY a.received_at DESC, a.id LIMIT ?1",
+            params![limit as i64],
+        )
+    }
 }
 
 fn lock_path(db: &Path) -> PathBuf {

@@ -218,6 +218,7 @@ async fn edit_with_unchanged_text_counts_as_success() {
         chat_id: CHAT,
         api_url: tg.api_url().parse().unwrap(),
         min_send_interval: Duration::ZERO,
+        owner_commands: false,
     });
     let now = chrono::Utc::now();
     let card = Card::from_record(&record("apr_1", Status::Pending), APP_URL, now);

@@ -7,6 +7,7 @@ mod crash;
 mod delivery;
 mod discord;
 mod intake;
+mod operator;
 mod properties;
 mod proxy;
 mod reliability;
