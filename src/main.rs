@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 #[command(
     name = "countersign",
     version,
-    about = "Puts an AI agent's pending OpenTrain spending approvals in front of the owner on Telegram, and keeps the message true."
+    about = "Puts an AI agent's pending OpenTrain spending approvals in front of the owner on Telegram and Discord, and keeps the message true."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -60,6 +60,12 @@ enum Command {
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },
+    /// Ask the running daemon's /healthz (for container and service health checks); exits 0
+    /// when it answers 200.
+    Health {
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Hand a 202 body (from FILE, or stdin with - or no FILE) to the running daemon's hook and
     /// print its answer.
     Submit {
@@ -94,6 +100,7 @@ fn main() -> ExitCode {
                 limit,
             } => list(config, all, json, limit),
             Command::Pair { config, timeout } => pair(config, timeout).await,
+            Command::Health { config } => health(config).await,
             Command::Submit { config, input } => submit(config, input).await,
         }
     });
@@ -223,6 +230,25 @@ fn hook_base(listen: SocketAddr) -> String {
         ip => ip,
     };
     format!("http://{}", SocketAddr::new(ip, listen.port()))
+}
+
+async fn health(config: Option<PathBuf>) -> Result<ExitCode> {
+    let settings = Settings::load(config.as_deref())?;
+    let url = format!("{}/healthz", hook_base(settings.hook.listen));
+    let response = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(5))
+        .build()?
+        .get(&url)
+        .send()
+        .await
+        .with_context(|| format!("cannot reach {url}"))?;
+    if response.status().is_success() {
+        println!("ok");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("countersign: {url} answered {}", response.status());
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 async fn submit(config: Option<PathBuf>, input: Option<String>) -> Result<ExitCode> {
