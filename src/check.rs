@@ -144,12 +144,7 @@ async fn check_telegram(telegram: &Telegram, chat_id: i64) -> Result<String, Str
         }
         other => format!("getMe failed: {}", crate::notify::telegram::classify(other)),
     })?;
-    let name = me
-        .user
-        .username
-        .clone()
-        .map(|u| format!("@{u}"))
-        .unwrap_or_else(|| me.user.first_name.clone());
+    let name = crate::notify::telegram::bot_name(&me);
     bot.send_chat_action(ChatId(chat_id), ChatAction::Typing)
         .await
         .map_err(|e| match e {

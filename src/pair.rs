@@ -61,12 +61,7 @@ pub async fn pair(
             crate::notify::telegram::classify(other)
         ),
     })?;
-    let name = me
-        .user
-        .username
-        .clone()
-        .map(|u| format!("@{u}"))
-        .unwrap_or_else(|| me.user.first_name.clone());
+    let name = crate::notify::telegram::bot_name(&me);
     let _ = writeln!(
         out,
         "Open {name} in Telegram and send:\n\n    /start {code}\n\nWaiting up to {} minutes…",

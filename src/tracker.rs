@@ -11,7 +11,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::approval::Status;
@@ -19,7 +18,7 @@ use crate::metrics::Metrics;
 use crate::opentrain::{OpenTrain, UpstreamError, backoff};
 use crate::store::{ReadJob, ReadOutcome, Store};
 use crate::verify::{EXPIRY_GRACE_MS, retry_at};
-use crate::worker::{LEASE, idle, now_ms, sleep_or_cancel};
+use crate::worker::{self, LEASE, now_ms, sleep_or_cancel};
 
 /// Events per `/updates` page (OpenTrain allows 1–200).
 const PAGE: u32 = 200;
@@ -108,54 +107,36 @@ impl Tracker {
     /// Re-reads approvals whose doorbell rang or whose expiry passed, and fires due reminders,
     /// until shutdown.
     pub async fn read_due(self: Arc<Self>, cancel: CancellationToken) {
-        let mut running = JoinSet::new();
-        while !cancel.is_cancelled() {
-            match self
-                .store
-                .fire_reminders(self.reminders.clone(), now_ms())
-                .await
-            {
-                Ok(ids) => {
-                    for id in ids {
-                        tracing::info!(approval_id = %id, "reminder due: refreshing the message and nudging the owner");
+        let store = &self.store;
+        let reminders = &self.reminders;
+        worker::pool(
+            "track",
+            CONCURRENCY,
+            &store.signals().reads,
+            &cancel,
+            |room| async move {
+                // Reminders need no network call: fire what is due, then claim the reads.
+                match store.fire_reminders(reminders.clone(), now_ms()).await {
+                    Ok(ids) => {
+                        for id in ids {
+                            tracing::info!(approval_id = %id, "reminder due: refreshing the message and nudging the owner");
+                        }
                     }
+                    Err(e) => tracing::error!(error = %e, "track: cannot fire reminders"),
                 }
-                Err(e) => tracing::error!(error = %e, "track: cannot fire reminders"),
-            }
-            let room = CONCURRENCY - running.len();
-            let jobs = if room > 0 {
-                match self.store.claim_reads(now_ms(), LEASE, room).await {
-                    Ok(jobs) => jobs,
-                    Err(e) => {
-                        tracing::error!(error = %e, "track: cannot claim work from the store");
-                        sleep_or_cancel(Duration::from_secs(1), &cancel).await;
-                        continue;
-                    }
-                }
-            } else {
-                Vec::new()
-            };
-            let claimed = jobs.len();
-            for job in jobs {
+                store.claim_reads(now_ms(), LEASE, room).await
+            },
+            || async {
+                let next_read = store.next_read_at().await.ok().flatten();
+                let next_reminder = store.next_reminder_at().await.ok().flatten();
+                [next_read, next_reminder].into_iter().flatten().min()
+            },
+            |job| {
                 let me = self.clone();
-                running.spawn(async move { me.reread(job).await });
-            }
-            if claimed == 0 {
-                if running.is_empty() {
-                    let next_read = self.store.next_read_at().await.ok().flatten();
-                    let next_reminder = self.store.next_reminder_at().await.ok().flatten();
-                    let next = [next_read, next_reminder].into_iter().flatten().min();
-                    idle(&self.store.signals().reads, next, &cancel).await;
-                } else {
-                    tokio::select! {
-                        _ = running.join_next() => {}
-                        _ = self.store.signals().reads.notified() => {}
-                        _ = cancel.cancelled() => {}
-                    }
-                }
-            }
-        }
-        while running.join_next().await.is_some() {}
+                async move { me.reread(job).await }
+            },
+        )
+        .await;
     }
 
     async fn reread(&self, job: ReadJob) {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use tokio::task::JoinSet;
+
 use tokio_util::sync::CancellationToken;
 
 use crate::approval::{AgentContext, Kind, MoneyContext, Status, Usd, WireApproval};
@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::opentrain::{OpenTrain, UpstreamError, backoff};
 use crate::reminders;
 use crate::store::{Store, VerifyJob, VerifyOutcome};
-use crate::worker::{LEASE, idle, now_ms, sleep_or_cancel};
+use crate::worker::{self, LEASE, now_ms};
 
 /// How many verifications run at once.
 const CONCURRENCY: usize = 8;
@@ -35,43 +35,20 @@ pub struct Verifier {
 
 impl Verifier {
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
-        let mut running = JoinSet::new();
-        while !cancel.is_cancelled() {
-            let room = CONCURRENCY - running.len();
-            let jobs = if room > 0 {
-                match self.store.claim_verifications(now_ms(), LEASE, room).await {
-                    Ok(jobs) => jobs,
-                    Err(e) => {
-                        tracing::error!(error = %e, "verify: cannot claim work from the store");
-                        sleep_or_cancel(Duration::from_secs(1), &cancel).await;
-                        continue;
-                    }
-                }
-            } else {
-                Vec::new()
-            };
-            let claimed = jobs.len();
-            for job in jobs {
+        let store = &self.store;
+        worker::pool(
+            "verify",
+            CONCURRENCY,
+            &store.signals().verify,
+            &cancel,
+            |room| store.claim_verifications(now_ms(), LEASE, room),
+            || async { store.next_verification_at().await.ok().flatten() },
+            |job| {
                 let me = self.clone();
-                running.spawn(async move { me.verify(job).await });
-            }
-            if claimed == 0 {
-                if running.is_empty() {
-                    let next = self.store.next_verification_at().await.ok().flatten();
-                    idle(&self.store.signals().verify, next, &cancel).await;
-                } else {
-                    // Wait for a slot or for new work.
-                    tokio::select! {
-                        _ = running.join_next() => {}
-                        _ = self.store.signals().verify.notified() => {}
-                        _ = cancel.cancelled() => {}
-                    }
-                }
-            }
-        }
-        // In-flight verifications finish on their own; their claims are released at next start
-        // if they do not.
-        while running.join_next().await.is_some() {}
+                async move { me.verify(job).await }
+            },
+        )
+        .await;
     }
 
     async fn verify(&self, job: VerifyJob) {

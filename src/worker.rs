@@ -79,3 +79,61 @@ impl Pacer {
         *next = (*next).max(tokio::time::Instant::now() + d);
     }
 }
+
+/// Runs claimed work, up to `concurrency` items at once, until shutdown: claims as many items as
+/// there is room for, runs each on its own task, and when nothing is claimable sleeps until the
+/// next scheduled item (`next_at`), a wake-up, or shutdown. Work still running at shutdown is
+/// waited for; a claim it never finishes is released at the next start.
+pub async fn pool<J, Claim, ClaimFut, Next, NextFut, Work, WorkFut>(
+    name: &'static str,
+    concurrency: usize,
+    wake: &Notify,
+    cancel: &CancellationToken,
+    mut claim: Claim,
+    mut next_at: Next,
+    work: Work,
+) where
+    J: Send + 'static,
+    Claim: FnMut(usize) -> ClaimFut,
+    ClaimFut: std::future::Future<Output = Result<Vec<J>, crate::store::StoreError>>,
+    Next: FnMut() -> NextFut,
+    NextFut: std::future::Future<Output = Option<i64>>,
+    Work: Fn(J) -> WorkFut,
+    WorkFut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut running = tokio::task::JoinSet::new();
+    while !cancel.is_cancelled() {
+        while running.try_join_next().is_some() {}
+        let room = concurrency.saturating_sub(running.len());
+        let jobs = if room > 0 {
+            match claim(room).await {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    tracing::error!(worker = name, error = %e, "cannot claim work from the store");
+                    sleep_or_cancel(Duration::from_secs(1), cancel).await;
+                    continue;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let claimed = jobs.len();
+        for job in jobs {
+            running.spawn(work(job));
+        }
+        if claimed == 0 {
+            if running.is_empty() {
+                let next = next_at().await;
+                idle(wake, next, cancel).await;
+            } else {
+                // A slot frees up, new work arrives, or shutdown.
+                tokio::select! {
+                    _ = running.join_next() => {}
+                    _ = wake.notified() => {}
+                    _ = cancel.cancelled() => {}
+                }
+            }
+        }
+    }
+    while running.join_next().await.is_some() {}
+}

@@ -205,6 +205,15 @@ pub fn reminder_html(card: &Card) -> String {
     out
 }
 
+/// How to name the bot to its owner: `@username`, else its first name.
+pub fn bot_name(me: &teloxide::types::Me) -> String {
+    me.user
+        .username
+        .clone()
+        .map(|u| format!("@{u}"))
+        .unwrap_or_else(|| me.user.first_name.clone())
+}
+
 fn parse_ref(message: &MessageRef) -> Result<(ChatId, MessageId), NotifyError> {
     let bad = || {
         NotifyError::Gone(format!(

@@ -2,8 +2,6 @@
 //! answers byte for byte, and every approval it is handed reaches the owner exactly once.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use countersign::{App, Settings};
@@ -822,13 +820,11 @@ async fn an_answer_intake_refuses_or_too_large_to_read_still_reaches_the_agent_u
 
 #[tokio::test]
 async fn opentrain_unreachable_gives_the_agent_a_prompt_502_with_a_json_body() {
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = closed.local_addr().unwrap();
-    drop(closed);
+    let dead = closed_address();
     let dir = tempfile::tempdir().unwrap();
     let toml = format!(
         "[hook]\nlisten = \"127.0.0.1:0\"\ntoken = \"{HOOK_TOKEN}\"\n\
-         [opentrain]\napi_url = \"http://{dead}/api/public/v1\"\napp_url = \"{APP_URL}\"\ntoken = \"{OT_TOKEN}\"\nrequest_timeout_secs = 5\n\
+         [opentrain]\napi_url = \"{dead}/api/public/v1\"\napp_url = \"{APP_URL}\"\ntoken = \"{OT_TOKEN}\"\nrequest_timeout_secs = 5\n\
          [store]\npath = \"{}\"\n[console]\nenabled = false\n\
          [proxy]\nenabled = true\nlisten = \"127.0.0.1:0\"\n",
         dir.path().join("countersign.db").display()
@@ -873,37 +869,11 @@ async fn opentrain_unreachable_gives_the_agent_a_prompt_502_with_a_json_body() {
     handle.await.unwrap().expect("clean stop");
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
-
 // current_thread (the default): every task of the app runs on this thread, so the scoped
 // subscriber below sees their log lines.
 #[tokio::test]
 async fn a_proxied_bearer_token_never_appears_in_a_log_line_or_the_list() {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = capture_logs();
 
     let app = proxy_app().await;
     labeling_contract(&app);
@@ -971,7 +941,7 @@ async fn a_proxied_bearer_token_never_appears_in_a_log_line_or_the_list() {
     );
 
     settle().await;
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(
         text.contains("proxy: captured an approval"),
         "the capture was not logged:\n{text}"

@@ -1,32 +1,9 @@
 //! Secrets stay secret: no token in an error, a log line, or the hook's answers.
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
-
 use countersign::config::Secret;
 use serde_json::json;
 
 use crate::support::*;
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
-    type Writer = Captured;
-    fn make_writer(&'a self) -> Self::Writer {
-        self.clone()
-    }
-}
 
 fn assert_no_secret(what: &str, text: &str) {
     for secret in [OT_TOKEN, TG_TOKEN, HOOK_TOKEN, "S3CR3T", "s3cr3t"] {
@@ -41,18 +18,10 @@ fn assert_no_secret(what: &str, text: &str) {
 // subscriber below sees their log lines.
 #[tokio::test]
 async fn forced_errors_on_every_outbound_client_reveal_no_token() {
-    let logs = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(logs.clone())
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .finish();
-    let _guard = tracing::subscriber::set_default(subscriber);
+    let logs = capture_logs();
 
     // Telegram's API address is a port nobody listens on: every send is a transport error.
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead = format!("http://{}", closed.local_addr().unwrap());
-    drop(closed);
+    let dead = closed_address();
     let app = spawn_app_with(Options {
         telegram: false,
         extra_toml: format!(
@@ -90,7 +59,7 @@ async fn forced_errors_on_every_outbound_client_reveal_no_token() {
     .await;
     assert_no_secret("the rejection reason", &view.to_string());
 
-    let text = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = logs.text();
     assert!(
         text.contains("delivery failed"),
         "the transport error was not logged:\n{text}"
