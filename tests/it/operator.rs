@@ -334,6 +334,8 @@ async fn metrics_count_what_happened_in_a_scripted_run() {
 async fn sigterm_stops_the_daemon_cleanly_and_work_resumes_at_the_next_start() {
     let mut app = spawn_app_with(Options {
         telegram: false,
+        // JSON logs, to check their shape too.
+        extra_toml: "[log]\nformat = \"json\"\n".into(),
         ..Options::default()
     })
     .await;
@@ -414,6 +416,16 @@ async fn sigterm_stops_the_daemon_cleanly_and_work_resumes_at_the_next_start() {
         .await
         .unwrap();
     assert!(log.contains("countersign stopped"), "{log}");
+    // log.format = "json": one JSON object a line, and the approval's lines carry its id.
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let accepted = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "accepted")
+        .unwrap_or_else(|| panic!("no 'accepted' line:\n{log}"));
+    assert_eq!(accepted["fields"]["approval_id"], id.as_str());
 
     app.opentrain.set_down(false);
     let mut child = spawn();

@@ -100,3 +100,81 @@ async fn the_hook_never_echoes_the_token_it_was_sent() {
     assert_eq!(status, 401);
     assert_no_secret("the 401 answer", &answer.to_string());
 }
+
+#[tokio::test]
+async fn an_unreachable_opentrain_and_a_bad_webhook_signature_reveal_no_secret() {
+    let logs = capture_logs();
+    const WEBHOOK_SECRET: &str = "whsec_S3CR3T-webhook-0006";
+    let app = spawn_app().await;
+    let dir = tempfile::tempdir().unwrap();
+    // OpenTrain's address is a port nobody listens on: every read is a transport error.
+    let toml = app
+        .toml
+        .replace(
+            &app.opentrain.api_url(),
+            &format!("{}/api/public/v1", closed_address()),
+        )
+        .replace(
+            &app.store_path.display().to_string(),
+            &dir.path().join("other.db").display().to_string(),
+        )
+        .replace(
+            "request_timeout_secs = 5\n",
+            &format!("request_timeout_secs = 5\nwebhook_secret = \"{WEBHOOK_SECRET}\"\n"),
+        );
+    let settings =
+        countersign::Settings::from_toml_and_env(Some(&toml), Default::default()).unwrap();
+    let other = countersign::App::build(settings).await.unwrap();
+    let hook = format!("http://{}", other.hook_addr());
+    let stop = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(other.run_until(stop.clone()));
+
+    let body = app.fund_request("ctr_1", "ms_1");
+    let id = approval_id(&body);
+    let resp = app
+        .client
+        .post(format!("{hook}/v1/approvals"))
+        .bearer_auth(HOOK_TOKEN)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let view = eventually("verification failed on the transport", || async {
+        let v: serde_json::Value = app
+            .client
+            .get(format!("{hook}/v1/approvals/{id}"))
+            .bearer_auth(HOOK_TOKEN)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        v["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cannot reach OpenTrain"))
+            .then_some(v)
+    })
+    .await;
+    assert_no_secret("the reason", &view.to_string());
+    let resp = app
+        .client
+        .post(format!("{hook}/v1/opentrain/webhook"))
+        .header("x-opentrain-signature", "t=1,v1=00")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let answer = resp.text().await.unwrap();
+    stop.cancel();
+    running.await.unwrap().unwrap();
+    let text = logs.text();
+    assert!(text.contains("cannot reach OpenTrain"), "{text}");
+    assert!(text.contains("webhook: delivery refused"), "{text}");
+    for shown in [&text, &answer] {
+        assert_no_secret("logs and answers", shown);
+        assert!(!shown.contains(WEBHOOK_SECRET));
+    }
+}
