@@ -103,7 +103,6 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     path: PathBuf,
     signals: Signals,
-    _lock: Option<File>,
 }
 
 fn open_connection(path: &Path, sync: Synchronous) -> Result<Connection, StoreError> {
@@ -158,13 +157,20 @@ impl Store {
             .write(true)
             .open(&lock_path)
             .map_err(|e| StoreError::Open(format!("cannot open {}: {e}", lock_path.display())))?;
-        lock.try_lock().map_err(|_| {
-            StoreError::Open(format!(
-                "{} is in use by another countersign daemon (lock {} is held)",
-                options.path.display(),
-                lock_path.display()
-            ))
-        })?;
+        // A daemon that is shutting down holds the lock until its writer has closed the
+        // database; give it a moment before calling the store taken.
+        let mut tries = 0;
+        while lock.try_lock().is_err() {
+            tries += 1;
+            if tries == 30 {
+                return Err(StoreError::Open(format!(
+                    "{} is in use by another countersign daemon (lock {} is held)",
+                    options.path.display(),
+                    lock_path.display()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
 
         let mut conn = open_connection(&options.path, options.synchronous)?;
         migrate(&mut conn)?;
@@ -181,7 +187,12 @@ impl Store {
         let max_batch = options.max_batch.max(1);
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(conn, rx, max_batch))
+            .spawn(move || {
+                writer_loop(conn, rx, max_batch);
+                // The connection is closed (and the WAL checkpointed) before another daemon
+                // may open the store.
+                drop(lock);
+            })
             .map_err(|e| StoreError::Open(format!("cannot start the writer thread: {e}")))?;
 
         Ok(Store {
@@ -190,7 +201,6 @@ impl Store {
                 readers: Mutex::new(Vec::new()),
                 path: options.path.clone(),
                 signals: Signals::default(),
-                _lock: Some(lock),
             }),
         })
     }
