@@ -60,6 +60,7 @@ impl<N: Notifier> Delivery<N> {
                 break;
             }
             let (outcome, pause) = self.attempt(&job).await;
+            self.pacer.done();
             if !pause.is_zero() {
                 self.pacer.hold_for(pause);
             }

@@ -42,9 +42,11 @@ pub async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
     }
 }
 
-/// Spaces requests to one chat: every request takes the next free slot, at least `interval`
-/// after the previous one, and a 429 pushes every later slot past its `retry_after`. Shared by
-/// everything that writes to the chat (deliveries and answers to owner commands).
+/// Spaces requests to one chat: every request takes the next free slot, and the next slot is at
+/// least `interval` after the previous request *finished* — not after it started, since the
+/// server times their arrival and one slow request would otherwise bunch the next two. A 429
+/// pushes every later slot past its `retry_after`. Shared by everything that writes to the chat
+/// (deliveries and answers to owner commands).
 #[derive(Clone)]
 pub struct Pacer {
     interval: Duration,
@@ -71,6 +73,12 @@ impl Pacer {
             _ = tokio::time::sleep_until(slot) => true,
             _ = cancel.cancelled() => false,
         }
+    }
+
+    /// The request that waited last has finished: the next one goes `interval` after now.
+    pub fn done(&self) {
+        let mut next = self.next.lock().expect("pacer lock");
+        *next = (*next).max(tokio::time::Instant::now() + self.interval);
     }
 
     /// Nothing may be sent before `d` from now (the chat said so with a 429).

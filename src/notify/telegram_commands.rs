@@ -202,6 +202,7 @@ impl OwnerCommands {
                     show_above_text: false,
                 })
                 .await;
+            self.pacer.done();
             match sent {
                 Ok(_) => return,
                 Err(RequestError::RetryAfter(s)) => self.pacer.hold_for(s.duration()),

@@ -363,13 +363,15 @@ async fn a_refused_opentrain_token_stops_that_work_with_a_visible_reason_and_no_
 
 #[tokio::test]
 async fn a_burst_of_200_approvals_is_delivered_in_full_without_429s() {
-    // Telegram's real pace (one message a second) scaled down 40 times on both sides: the
-    // fake refuses anything faster than 20 ms, the app paces at 25 ms.
+    // Telegram's real pace (one message a second) scaled down 40 times, with no slack: the
+    // fake refuses anything that arrives sooner than 25 ms after the last accepted request,
+    // and the app is told to pace at exactly 25 ms.
     let app = spawn_app_with(Options {
         telegram_interval_ms: 25,
         ..Options::default()
     })
     .await;
+    app.telegram.set_min_interval(Duration::from_millis(25));
     let bodies: Vec<Value> = (0..200)
         .map(|i| app.fund_request(&format!("ctr_{i}"), &format!("ms_{i}")))
         .collect();
