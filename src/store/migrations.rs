@@ -81,4 +81,9 @@ pub const MIGRATIONS: &[&str] = &[
         value TEXT NOT NULL
     );
     "#,
+    // 2: the verification queue in claim order, with the lease in the index: claiming reads
+    // only the rows it takes (it used to visit, and sort, every approval waiting for verification).
+    r#"
+    CREATE INDEX approvals_verify_queue ON approvals(phase, run_after, received_at, lease_until);
+    "#,
 ];

@@ -569,8 +569,12 @@ impl Store {
             let mut stmt = c.prepare_cached(
                 "UPDATE approvals SET lease_until = ?2, recheck = 0, attempts = attempts + 1
                  WHERE id IN (SELECT id FROM approvals
-                              WHERE phase = 'track' AND run_after <= ?1 AND lease_until <= ?1
-                                AND (recheck = 1 OR next_read_at <= ?1)
+                              WHERE recheck = 1 AND +phase = 'track'
+                                AND +run_after <= ?1 AND +lease_until <= ?1
+                              UNION
+                              SELECT id FROM approvals
+                              WHERE phase = 'track' AND next_read_at <= ?1
+                                AND +run_after <= ?1 AND +lease_until <= ?1
                               LIMIT ?3)
                  RETURNING id, status, superseded_by, attempts",
             )?;
@@ -664,10 +668,16 @@ impl Store {
     pub async fn next_read_at(&self) -> Result<Option<i64>, StoreError> {
         self.read(|c| {
             Ok(c.query_row(
-                "SELECT MIN(MAX(CASE WHEN recheck = 1 THEN 0 ELSE next_read_at END,
-                                run_after, lease_until))
-                 FROM approvals WHERE phase = 'track' AND (recheck = 1 OR next_read_at IS NOT NULL)",
-                [],
+                "SELECT MIN(t) FROM (
+                   SELECT MAX(run_after, lease_until) AS t FROM approvals
+                   WHERE recheck = 1 AND +phase = 'track'
+                   UNION ALL
+                   SELECT MAX(next_read_at, run_after, lease_until) FROM approvals
+                   WHERE phase = 'track' AND next_read_at <= ?1
+                   UNION ALL
+                   SELECT MIN(next_read_at) FROM approvals
+                   WHERE phase = 'track' AND next_read_at > ?1)",
+                [crate::worker::now_ms()],
                 |r| r.get(0),
             )?)
         })
@@ -686,7 +696,7 @@ impl Store {
             .write(move |c| {
                 let mut stmt = c.prepare_cached(
                     "SELECT id, expires_at FROM approvals
-                     WHERE next_reminder_at <= ?1 AND phase = 'track' AND status = 'pending'
+                     WHERE next_reminder_at <= ?1 AND +phase = 'track' AND +status = 'pending'
                      LIMIT 200",
                 )?;
                 let due: Vec<(String, Option<i64>)> = stmt
@@ -723,7 +733,7 @@ impl Store {
         self.read(|c| {
             Ok(c.query_row(
                 "SELECT MIN(next_reminder_at) FROM approvals
-                 WHERE phase = 'track' AND status = 'pending'",
+                 WHERE next_reminder_at IS NOT NULL AND +phase = 'track' AND +status = 'pending'",
                 [],
                 |r| r.get(0),
             )?)
