@@ -1,0 +1,1084 @@
+//! countersign's benchmark: every figure of SPEC §5 (and issue #6), measured against the real
+//! daemon (the release binary, run as a child process) talking to the strict local fakes of
+//! OpenTrain and Telegram from `countersign-fakes`, served by this process.
+//!
+//! ```sh
+//! cargo bench --bench bench                 # 3 rounds, then the median and spread of each figure
+//! cargo bench --bench bench -- --rounds 1   # one quick round
+//! ```
+//!
+//! Each scenario starts a fresh daemon with a fresh store (in a temporary directory on the same
+//! disk as everything else, `synchronous = FULL` as by default) and fresh fakes. The load
+//! generator and the fakes share the machine's cores with the daemon: on a 2-core machine the
+//! daemon gets at most what they leave. Every round prints one line per figure,
+//! `figure | value | target | met`; the summary prints the median and min–max over the rounds.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use countersign_fakes::{FakeOpenTrain, FakeTelegram};
+use serde_json::json;
+use tokio::process::{Child, Command};
+
+const HOOK_TOKEN: &str = "bench-hook-token-0001";
+const OT_TOKEN: &str = "ot_pat_bench-opentrain-0002";
+const TG_TOKEN: &str = "123456:BENCH-telegram-token-0003";
+const CHAT: i64 = 4242;
+const APP_URL: &str = "https://app.opentrain.test";
+const API_PREFIX: &str = "/api/public/v1";
+
+/// Concurrent agents for the intake figures.
+const AGENTS: usize = 64;
+/// Submissions measured per intake run, after the warm-up.
+const INTAKE_N: usize = 20_000;
+const WARMUP_N: usize = 2_000;
+/// The offered load of the paced (open-loop) latency run: SPEC §5's throughput target.
+const PACED_RATE: f64 = 5_000.0;
+/// Tracked approvals for the memory figure, and pending ones for the OpenTrain-cost figure.
+const TRACKED_N: usize = 10_000;
+const PENDING_N: usize = 1_000;
+/// Quiet window over which OpenTrain requests are counted (poll interval 1 s).
+const QUIET_WINDOW: Duration = Duration::from_secs(10);
+/// Approvals followed from submission to a terminal status for the reads-per-life figure
+/// (besides the doorbell ones).
+const LIFECYCLES_N: usize = 100;
+/// Doorbells timed.
+const DOORBELLS_N: usize = 200;
+const BURST_N: usize = 200;
+/// Telegram pacing, scaled: the daemon's default for a private chat is 1000 ms and Telegram
+/// allows about one message a second there; the benchmark runs both at 1/20 of that, and the
+/// fake enforces exactly the interval the daemon is given (any early request is a 429).
+const TG_PACE_MS: u64 = 50;
+const TG_SCALE: u64 = 1000 / TG_PACE_MS;
+
+// ------------------------------------------------------------------------------------------
+// figures
+
+#[derive(Clone, Copy)]
+enum Target {
+    AtLeast(f64),
+    Below(f64),
+    AtMost(f64),
+    Exactly(f64),
+    /// No target: context (a baseline, a breakdown).
+    Info,
+}
+
+impl Target {
+    fn met(self, v: f64) -> Option<bool> {
+        match self {
+            Target::AtLeast(t) => Some(v >= t),
+            Target::Below(t) => Some(v < t),
+            Target::AtMost(t) => Some(v <= t),
+            Target::Exactly(t) => Some((v - t).abs() < 1e-9),
+            Target::Info => None,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct Figure {
+    name: String,
+    value: f64,
+    unit: &'static str,
+    /// Decimals to print.
+    prec: usize,
+    target: Target,
+    target_text: String,
+    /// Extra context printed after the value (counts, percentiles).
+    note: String,
+}
+
+fn fig(name: &str, value: f64, unit: &'static str, prec: usize, target: Target) -> Figure {
+    let target_text = match target {
+        Target::AtLeast(t) => format!(">= {} {unit}", num(t, prec)),
+        Target::Below(t) => format!("< {} {unit}", num(t, prec)),
+        Target::AtMost(t) => format!("<= {} {unit}", num(t, prec)),
+        Target::Exactly(t) => format!("= {} {unit}", num(t, prec)),
+        Target::Info => "-".into(),
+    };
+    Figure {
+        name: name.into(),
+        value,
+        unit,
+        prec,
+        target,
+        target_text: target_text.trim().to_string(),
+        note: String::new(),
+    }
+}
+
+impl Figure {
+    fn note(mut self, note: impl Into<String>) -> Self {
+        self.note = note.into();
+        self
+    }
+    fn met_text(&self) -> &'static str {
+        match self.target.met(self.value) {
+            Some(true) => "yes",
+            Some(false) => "NO",
+            None => "-",
+        }
+    }
+    fn print(&self) {
+        let mut value = with_unit(num(self.value, self.prec), self.unit);
+        if !self.note.is_empty() {
+            let _ = write!(value, " ({})", self.note);
+        }
+        println!(
+            "{} | {} | {} | {}",
+            self.name,
+            value.trim(),
+            self.target_text,
+            self.met_text()
+        );
+    }
+}
+
+fn with_unit(value: String, unit: &str) -> String {
+    if unit.is_empty() {
+        value
+    } else {
+        format!("{value} {unit}")
+    }
+}
+
+fn num(v: f64, prec: usize) -> String {
+    format!("{v:.prec$}")
+}
+
+// ------------------------------------------------------------------------------------------
+// the daemon under test
+
+struct DaemonOptions {
+    poll_interval_secs: u64,
+    /// `telegram.min_send_interval_ms`; the fake enforces the same interval.
+    telegram_interval_ms: u64,
+    group_commit: bool,
+}
+
+struct Daemon {
+    child: Child,
+    pid: u32,
+    hook: String,
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    async fn start(opentrain: &FakeOpenTrain, telegram: &FakeTelegram, o: DaemonOptions) -> Daemon {
+        telegram.set_min_interval(Duration::from_millis(o.telegram_interval_ms));
+        let dir = tempfile::Builder::new()
+            .prefix("countersign-bench")
+            .tempdir()
+            .expect("a temporary directory");
+        let port = free_port();
+        let store = dir.path().join("countersign.db");
+        let config = format!(
+            "[hook]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{HOOK_TOKEN}\"\n\
+             [opentrain]\napi_url = \"{}\"\napp_url = \"{APP_URL}\"\ntoken = \"{OT_TOKEN}\"\n\
+             poll_interval_secs = {}\n\
+             [store]\npath = \"{}\"\ngroup_commit = {}\n\
+             [console]\nenabled = false\n\
+             [telegram]\nbot_token = \"{TG_TOKEN}\"\nchat_id = {CHAT}\napi_url = \"{}\"\n\
+             min_send_interval_ms = {}\n",
+            opentrain.api_url(),
+            o.poll_interval_secs,
+            store.display(),
+            o.group_commit,
+            telegram.api_url(),
+            o.telegram_interval_ms,
+        );
+        let config_path = dir.path().join("countersign.toml");
+        std::fs::write(&config_path, config).expect("write the config");
+        // The daemon logs at its default level (info), to a file as it would to journald.
+        let log = std::fs::File::create(dir.path().join("daemon.log")).expect("log file");
+        let child = Command::new(daemon_binary())
+            .arg("run")
+            .arg("-c")
+            .arg(&config_path)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the countersign daemon");
+        let pid = child.id().expect("a running child has a pid");
+        let daemon = Daemon {
+            child,
+            pid,
+            hook: format!("http://127.0.0.1:{port}"),
+            dir,
+        };
+        daemon.wait_healthy().await;
+        daemon
+    }
+
+    async fn wait_healthy(&self) {
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = client.get(format!("{}/healthz", self.hook)).send().await
+                && r.status().as_u16() == 200
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the daemon did not become healthy; see {}",
+                self.dir.path().join("daemon.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `(VmRSS, VmHWM)` in KiB.
+    fn memory_kib(&self) -> (u64, u64) {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))
+            .expect("/proc/<pid>/status (Linux)");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.split_whitespace().next())
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
+    /// CPU time the daemon has used so far (user + system).
+    fn cpu(&self) -> Duration {
+        cpu_of(&format!("/proc/{}/stat", self.pid))
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = self.child.wait().await;
+        // COUNTERSIGN_BENCH_KEEP_LOGS=DIR keeps each daemon's log there.
+        if let Some(keep) = std::env::var_os("COUNTERSIGN_BENCH_KEEP_LOGS") {
+            let to = PathBuf::from(&keep).join(format!("daemon-{}.log", self.pid));
+            let _ = std::fs::create_dir_all(to.parent().expect("a parent"));
+            let _ = std::fs::copy(self.dir.path().join("daemon.log"), to);
+            if std::env::var_os("COUNTERSIGN_BENCH_KEEP_STORE").is_some() {
+                for ext in ["db", "db-wal"] {
+                    let from = self.dir.path().join(format!("countersign.{ext}"));
+                    let to = PathBuf::from(&keep).join(format!("store-{}.{ext}", self.pid));
+                    let _ = std::fs::copy(from, to);
+                }
+            }
+        }
+    }
+}
+
+/// User + system CPU time of a process, from its `/proc/<pid>/stat` (in USER_HZ = 100 ticks/s).
+fn cpu_of(stat: &str) -> Duration {
+    let text = std::fs::read_to_string(stat).unwrap_or_default();
+    // The command name may hold spaces; fields are counted after its closing parenthesis.
+    let fields: Vec<&str> = text
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // utime and stime are fields 14 and 15; after the name, state is index 0 (field 3).
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
+}
+
+/// The daemon binary Cargo built for this benchmark (release profile under `cargo bench`).
+fn daemon_binary() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_countersign"))
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+async fn fakes() -> (FakeOpenTrain, FakeTelegram) {
+    (
+        FakeOpenTrain::start(OT_TOKEN, APP_URL).await,
+        FakeTelegram::start(TG_TOKEN, CHAT).await,
+    )
+}
+
+/// One distinct funding approval: a contract with one $450 milestone, and the 202 body OpenTrain
+/// gives the agent, as the agent would post it. Returns `(approval id, contract id, body)`.
+fn new_approval(ot: &FakeOpenTrain, n: usize) -> (String, String, Vec<u8>) {
+    let contract = format!("ctr_b{n}");
+    let milestone = format!("ms_b{n}");
+    ot.add_simple_contract(
+        &contract,
+        "Spanish Sentiment Labeling Contract",
+        "Maria G.",
+        &[(&milestone, "First labeling batch", 450.0, "NOT_FUNDED")],
+    );
+    let mut body = ot.create_approval("milestone_fund", Some(&contract), Some(&milestone), None);
+    let id = body["approval"]["id"].as_str().expect("an id").to_string();
+    body["agent"] = json!("bench-agent");
+    body["context"] = json!({"note": "benchmark"});
+    (id, contract, serde_json::to_vec(&body).expect("json"))
+}
+
+fn new_approvals(ot: &FakeOpenTrain, from: usize, n: usize) -> Vec<(String, String, Vec<u8>)> {
+    (from..from + n).map(|i| new_approval(ot, i)).collect()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()
+        .expect("an HTTP client")
+}
+
+// ------------------------------------------------------------------------------------------
+// load generation
+
+struct LoadResult {
+    /// Answers per status code other than 202.
+    errors: usize,
+    elapsed: Duration,
+    /// Latencies in microseconds, sorted.
+    latencies: Vec<u64>,
+}
+
+impl LoadResult {
+    fn rate(&self) -> f64 {
+        (self.latencies.len() - self.errors) as f64 / self.elapsed.as_secs_f64()
+    }
+    fn pct_ms(&self, p: f64) -> f64 {
+        percentile(&self.latencies, p) as f64 / 1000.0
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+async fn post(client: &reqwest::Client, url: &str, body: Vec<u8>) -> u16 {
+    match client
+        .post(url)
+        .bearer_auth(HOOK_TOKEN)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let status = r.status().as_u16();
+            let _ = r.bytes().await;
+            status
+        }
+        Err(_) => 0,
+    }
+}
+
+/// Closed loop: `agents` tasks each submit the next body as soon as their previous answer came.
+async fn closed_loop(hook: &str, bodies: Vec<Vec<u8>>, agents: usize) -> LoadResult {
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(AtomicUsize::new(0));
+    let client = client();
+    let url = format!("{hook}/v1/approvals");
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..agents {
+        let (bodies, next, client, url) =
+            (bodies.clone(), next.clone(), client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0;
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else { break };
+                let t = Instant::now();
+                if post(&client, &url, body.clone()).await != 202 {
+                    errors += 1;
+                }
+                lat.push(t.elapsed().as_micros() as u64);
+            }
+            (lat, errors)
+        }));
+    }
+    collect(tasks, started).await
+}
+
+/// Open loop: `rate` submissions a second spread over `agents` connections, each on a fixed
+/// schedule. Latency counts from the scheduled time, so an agent held up by a slow answer does
+/// not hide the wait of the requests behind it (no coordinated omission).
+async fn paced(hook: &str, bodies: Vec<Vec<u8>>, agents: usize, rate: f64) -> LoadResult {
+    let bodies = Arc::new(bodies);
+    let client = client();
+    let url = format!("{hook}/v1/approvals");
+    let started = Instant::now() + Duration::from_millis(50);
+    let mut tasks = Vec::new();
+    for agent in 0..agents {
+        let (bodies, client, url) = (bodies.clone(), client.clone(), url.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut errors = 0;
+            let mut i = agent;
+            while let Some(body) = bodies.get(i) {
+                let due = started + Duration::from_secs_f64(i as f64 / rate);
+                tokio::time::sleep_until(due.into()).await;
+                if post(&client, &url, body.clone()).await != 202 {
+                    errors += 1;
+                }
+                lat.push(due.elapsed().as_micros() as u64);
+                i += agents;
+            }
+            (lat, errors)
+        }));
+    }
+    collect(tasks, started).await
+}
+
+async fn collect(
+    tasks: Vec<tokio::task::JoinHandle<(Vec<u64>, usize)>>,
+    started: Instant,
+) -> LoadResult {
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for t in tasks {
+        let (lat, e) = t.await.expect("load task");
+        latencies.extend(lat);
+        errors += e;
+    }
+    let elapsed = started.elapsed();
+    latencies.sort_unstable();
+    LoadResult {
+        errors,
+        elapsed,
+        latencies,
+    }
+}
+
+/// Submits every body with `concurrency` agents and asserts each was newly accepted.
+async fn submit_all(hook: &str, bodies: Vec<Vec<u8>>, concurrency: usize) {
+    let n = bodies.len();
+    let r = closed_loop(hook, bodies, concurrency).await;
+    assert_eq!(
+        r.errors, 0,
+        "{} of {n} submissions were not accepted",
+        r.errors
+    );
+}
+
+/// Waits until `check` holds, polling every `every`; panics after `limit`.
+async fn wait_for(what: &str, limit: Duration, every: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(every).await;
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// scenarios
+
+/// A fresh daemon for an intake run, already warmed up with `WARMUP_N` submissions, and the
+/// `INTAKE_N` distinct bodies to measure with.
+async fn intake_daemon(group_commit: bool) -> (FakeOpenTrain, FakeTelegram, Daemon, Vec<Vec<u8>>) {
+    let (ot, tg) = fakes().await;
+    let mut bodies: Vec<_> = new_approvals(&ot, 0, WARMUP_N + INTAKE_N)
+        .into_iter()
+        .map(|a| a.2)
+        .collect();
+    let measured = bodies.split_off(WARMUP_N);
+    let d = Daemon::start(
+        &ot,
+        &tg,
+        DaemonOptions {
+            poll_interval_secs: 15,
+            telegram_interval_ms: 1000,
+            group_commit,
+        },
+    )
+    .await;
+    submit_all(&d.hook, bodies, AGENTS).await;
+    (ot, tg, d, measured)
+}
+
+/// Durable intake: throughput at saturation (closed loop) and latency at the target rate
+/// (open loop), each on a fresh daemon. `group_commit = false` is the baseline: one commit per
+/// write, everything else the same.
+async fn intake(group_commit: bool, out: &mut Vec<Figure>) {
+    let (label, rate_target, p99_target) = if group_commit {
+        ("group commit", Target::AtLeast(5000.0), Target::Below(20.0))
+    } else {
+        ("one commit per write", Target::Info, Target::Info)
+    };
+
+    // Saturation.
+    let (ot, _tg, d, bodies) = intake_daemon(group_commit).await;
+    let approvals = format!("{API_PREFIX}/approvals/");
+    let (cpu_d, cpu_b, verified) = (
+        d.cpu(),
+        cpu_of("/proc/self/stat"),
+        ot.count("GET", &approvals),
+    );
+    let r = closed_loop(&d.hook, bodies, AGENTS).await;
+    let cpu_d = d.cpu() - cpu_d;
+    let cpu_b = cpu_of("/proc/self/stat") - cpu_b;
+    let verified = ot.count("GET", &approvals) - verified;
+    d.stop().await;
+    let secs = r.elapsed.as_secs_f64();
+    out.push(
+        fig(
+            &format!("intake, {label}: accepted/s, {AGENTS} agents, closed loop"),
+            r.rate(),
+            "/s",
+            0,
+            rate_target,
+        )
+        .note(format!(
+            "{} in {secs:.2} s, {} errors; CPU: daemon {:.2} cores ({:.0} us/approval), \
+             load generator + fakes {:.2} cores; {verified} verified meanwhile",
+            r.latencies.len(),
+            r.errors,
+            cpu_d.as_secs_f64() / secs,
+            cpu_d.as_secs_f64() * 1e6 / r.latencies.len() as f64,
+            cpu_b.as_secs_f64() / secs,
+        )),
+    );
+    out.push(
+        fig(
+            &format!("intake, {label}: hook latency p99 at saturation"),
+            r.pct_ms(99.0),
+            "ms",
+            1,
+            Target::Info,
+        )
+        .note(format!("p50 {:.1} ms", r.pct_ms(50.0))),
+    );
+
+    // Latency at the target load.
+    let (_ot, _tg, d, bodies) = intake_daemon(group_commit).await;
+    let r = paced(&d.hook, bodies, AGENTS, PACED_RATE).await;
+    d.stop().await;
+    out.push(
+        fig(
+            &format!(
+                "intake, {label}: hook latency p99 at {PACED_RATE:.0}/s offered, {AGENTS} agents"
+            ),
+            r.pct_ms(99.0),
+            "ms",
+            1,
+            p99_target,
+        )
+        .note(format!(
+            "p50 {:.1} ms, p99.9 {:.1} ms, achieved {:.0}/s, {} errors",
+            r.pct_ms(50.0),
+            r.pct_ms(99.9),
+            r.rate(),
+            r.errors
+        )),
+    );
+}
+
+/// Memory idle and with 10,000 tracked approvals; OpenTrain requests while 1,000 and 10,000
+/// approvals are pending and quiet; OpenTrain reads over the life of approvals resolved through
+/// `/updates`.
+async fn tracking(out: &mut Vec<Figure>, lives: &mut Vec<usize>) {
+    let (ot, tg) = fakes().await;
+    let approvals = new_approvals(&ot, 0, TRACKED_N);
+    let d = Daemon::start(
+        &ot,
+        &tg,
+        DaemonOptions {
+            poll_interval_secs: 1,
+            telegram_interval_ms: 0,
+            group_commit: true,
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (rss, hwm) = d.memory_kib();
+    out.push(
+        fig(
+            "resident memory, idle",
+            mb(rss),
+            "MB",
+            1,
+            Target::Below(25.0),
+        )
+        .note(format!("{:.1} MiB; peak {:.1} MB", mib(rss), mb(hwm))),
+    );
+
+    // 1,000 pending, verified and posted; then count OpenTrain requests while nothing happens.
+    let bodies: Vec<_> = approvals[..PENDING_N].iter().map(|a| a.2.clone()).collect();
+    submit_all(&d.hook, bodies, AGENTS).await;
+    wait_posted(&tg, PENDING_N).await;
+    quiet_cost(&ot, PENDING_N, out).await;
+
+    // 10,000 tracked.
+    let bodies: Vec<_> = approvals[PENDING_N..].iter().map(|a| a.2.clone()).collect();
+    let t = Instant::now();
+    submit_all(&d.hook, bodies, AGENTS).await;
+    wait_posted(&tg, TRACKED_N).await;
+    let pipeline = t.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (rss, hwm) = d.memory_kib();
+    out.push(
+        fig(
+            &format!("resident memory, {TRACKED_N} tracked approvals"),
+            mb(rss),
+            "MB",
+            1,
+            Target::Below(60.0),
+        )
+        .note(format!("{:.1} MiB; peak {:.1} MB", mib(rss), mb(hwm))),
+    );
+    out.push(
+        fig(
+            &format!(
+                "pipeline: {} approvals submitted -> verified -> posted (no pacing)",
+                TRACKED_N - PENDING_N
+            ),
+            (TRACKED_N - PENDING_N) as f64 / pipeline.as_secs_f64(),
+            "/s",
+            0,
+            Target::Info,
+        )
+        .note(format!("{:.1} s", pipeline.as_secs_f64())),
+    );
+    quiet_cost(&ot, TRACKED_N, out).await;
+
+    // Lives: resolve some through OpenTrain (the event reaches the daemon through /updates).
+    let edits_before = tg.count("editMessageText");
+    for (i, (id, _, _)) in approvals.iter().take(LIFECYCLES_N).enumerate() {
+        ot.resolve(id, if i % 2 == 0 { "confirmed" } else { "declined" }, None);
+    }
+    wait_for(
+        "the resolved approvals' messages to be edited",
+        Duration::from_secs(60),
+        Duration::from_millis(20),
+        || tg.count("editMessageText") >= edits_before + LIFECYCLES_N,
+    )
+    .await;
+    lives.extend(reads_per_life(&ot, &approvals[..LIFECYCLES_N]));
+    assert_eq!(
+        tg.rate_limited_count(),
+        0,
+        "no pacing was set, no 429 expected"
+    );
+    d.stop().await;
+}
+
+async fn wait_posted(tg: &FakeTelegram, n: usize) {
+    wait_for(
+        &format!("{n} messages posted"),
+        Duration::from_secs(600),
+        Duration::from_millis(50),
+        || tg.count("sendMessage") >= n,
+    )
+    .await;
+}
+
+/// Counts OpenTrain requests over `QUIET_WINDOW` with `pending` approvals tracked and nothing
+/// happening upstream.
+async fn quiet_cost(ot: &FakeOpenTrain, pending: usize, out: &mut Vec<Figure>) {
+    // Let the verifier's last answers land before the window opens.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let count = |ot: &FakeOpenTrain| {
+        (
+            ot.count("GET", &format!("{API_PREFIX}/updates")),
+            ot.count("GET", &format!("{API_PREFIX}/approvals"))
+                + ot.count("GET", &format!("{API_PREFIX}/contracts"))
+                + ot.count("GET", &format!("{API_PREFIX}/proposals")),
+            ot.count("GET", "/") + ot.count("POST", "/"),
+        )
+    };
+    let (u0, r0, a0) = count(ot);
+    let t = Instant::now();
+    tokio::time::sleep(QUIET_WINDOW).await;
+    let (u1, r1, a1) = count(ot);
+    let secs = t.elapsed().as_secs_f64();
+    let updates = (u1 - u0) as f64;
+    out.push(
+        fig(
+            &format!("OpenTrain /updates per poll interval, {pending} pending, quiet"),
+            updates / secs,
+            "",
+            2,
+            Target::AtMost(1.1),
+        )
+        .note(format!("{} in {secs:.1} s at a 1 s interval", u1 - u0)),
+    );
+    out.push(
+        fig(
+            &format!("OpenTrain reads of approvals/contracts, {pending} pending, quiet"),
+            (r1 - r0) as f64,
+            "",
+            0,
+            Target::Exactly(0.0),
+        )
+        .note(format!("{} requests of any kind in {secs:.1} s", a1 - a0)),
+    );
+}
+
+/// For each approval: how many times OpenTrain was asked for it or for its contract.
+fn reads_per_life(ot: &FakeOpenTrain, approvals: &[(String, String, Vec<u8>)]) -> Vec<usize> {
+    let requests = ot.requests();
+    let mut counts = std::collections::HashMap::<&str, usize>::new();
+    for r in &requests {
+        if r.method == "GET" {
+            *counts.entry(r.path.as_str()).or_default() += 1;
+        }
+    }
+    approvals
+        .iter()
+        .map(|(id, contract, _)| {
+            counts
+                .get(format!("{API_PREFIX}/approvals/{id}").as_str())
+                .copied()
+                .unwrap_or(0)
+                + counts
+                    .get(format!("{API_PREFIX}/contracts/{contract}").as_str())
+                    .copied()
+                    .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// Doorbell → edited message: an agent posts the `approval.confirmed` event it saw; the poll
+/// interval is an hour, so only the doorbell can bring the news.
+async fn doorbells(out: &mut Vec<Figure>, lives: &mut Vec<usize>) {
+    let (ot, tg) = fakes().await;
+    let approvals = new_approvals(&ot, 0, DOORBELLS_N);
+    let d = Daemon::start(
+        &ot,
+        &tg,
+        DaemonOptions {
+            poll_interval_secs: 3600,
+            telegram_interval_ms: TG_PACE_MS,
+            group_commit: true,
+        },
+    )
+    .await;
+    let bodies: Vec<_> = approvals.iter().map(|a| a.2.clone()).collect();
+    submit_all(&d.hook, bodies, AGENTS).await;
+    wait_for(
+        "every doorbell approval posted",
+        Duration::from_secs(600),
+        Duration::from_millis(20),
+        || tg.messages(CHAT).len() >= DOORBELLS_N,
+    )
+    .await;
+    let client = client();
+    let url = format!("{}/v1/events", d.hook);
+    let mut latencies = Vec::new();
+    let limited = tg.rate_limited_count();
+    for (i, (id, _, _)) in approvals.iter().enumerate() {
+        // Leave the chat's pacing interval behind, so this measures the pipeline, not the pace.
+        tokio::time::sleep(Duration::from_millis(TG_PACE_MS + 10)).await;
+        ot.resolve(id, if i % 2 == 0 { "confirmed" } else { "declined" }, None);
+        let event = ot.events().pop().expect("the resolution's event");
+        let edits = tg.count("editMessageText");
+        let t = Instant::now();
+        let status = post(&client, &url, serde_json::to_vec(&event).expect("json")).await;
+        assert_eq!(status, 202, "POST /v1/events");
+        loop {
+            if tg.count("editMessageText") > edits {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "no edit after a doorbell"
+            );
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        latencies.push(t.elapsed().as_micros() as u64);
+    }
+    if let Some(path) = std::env::var_os("COUNTERSIGN_BENCH_DOORBELLS") {
+        let text: String = latencies.iter().map(|l| format!("{l}\n")).collect();
+        let _ = std::fs::write(path, text);
+    }
+    latencies.sort_unstable();
+    let edited = tg
+        .messages(CHAT)
+        .iter()
+        .filter(|m| m.edits >= 1 && m.reply_markup.is_none())
+        .count();
+    assert_eq!(edited, DOORBELLS_N, "every message shows its outcome");
+    lives.extend(reads_per_life(&ot, &approvals));
+    let p = |q| percentile(&latencies, q) as f64 / 1000.0;
+    out.push(
+        fig(
+            "doorbell (agent event) -> message edited, p99",
+            p(99.0),
+            "ms",
+            1,
+            Target::Below(200.0),
+        )
+        .note(format!(
+            "p50 {:.1} ms, p90 {:.1} ms, max {:.1} ms, {DOORBELLS_N} doorbells, {} x 429 meanwhile",
+            p(50.0),
+            p(90.0),
+            p(100.0),
+            tg.rate_limited_count() - limited
+        )),
+    );
+    d.stop().await;
+}
+
+/// 200 approvals at once: all reach the chat, once each, without a 429, at the chat's pace.
+async fn burst(out: &mut Vec<Figure>) {
+    let (ot, tg) = fakes().await;
+    let approvals = new_approvals(&ot, 0, BURST_N);
+    let d = Daemon::start(
+        &ot,
+        &tg,
+        DaemonOptions {
+            poll_interval_secs: 15,
+            telegram_interval_ms: TG_PACE_MS,
+            group_commit: true,
+        },
+    )
+    .await;
+    let bodies: Vec<_> = approvals.iter().map(|a| a.2.clone()).collect();
+    let t = Instant::now();
+    submit_all(&d.hook, bodies, BURST_N).await;
+    wait_for(
+        "the burst delivered",
+        Duration::from_secs(600),
+        Duration::from_millis(10),
+        || tg.messages(CHAT).len() >= BURST_N,
+    )
+    .await;
+    let took = t.elapsed();
+    // Anything more (a duplicate) would have a chance to show up now.
+    tokio::time::sleep(Duration::from_millis(4 * TG_PACE_MS)).await;
+    let messages = tg.messages(CHAT);
+    let distinct = approvals
+        .iter()
+        .filter(|(id, _, _)| {
+            messages
+                .iter()
+                .filter(|m| m.text.contains(&format!("approval {id}")))
+                .count()
+                == 1
+        })
+        .count();
+    let ideal = (BURST_N - 1) as f64 * TG_PACE_MS as f64 / 1000.0;
+    out.push(
+        fig(
+            &format!("burst of {BURST_N}: approvals delivered exactly once"),
+            distinct as f64,
+            "",
+            0,
+            Target::Exactly(BURST_N as f64),
+        )
+        .note(format!("{} messages sent", messages.len())),
+    );
+    out.push(fig(
+        &format!("burst of {BURST_N}: Telegram 429 answers"),
+        tg.rate_limited_count() as f64,
+        "",
+        0,
+        Target::Exactly(0.0),
+    ));
+    out.push(
+        fig(
+            &format!(
+                "burst of {BURST_N}: time to deliver all, {TG_PACE_MS} ms pace (1/{TG_SCALE} of the real 1 msg/s)"
+            ),
+            took.as_secs_f64(),
+            "s",
+            2,
+            Target::Info,
+        )
+        .note(format!(
+            "floor {ideal:.2} s; x{TG_SCALE} = {:.0} s at the real limit",
+            took.as_secs_f64() * TG_SCALE as f64
+        )),
+    );
+    d.stop().await;
+}
+
+fn mb(kib: u64) -> f64 {
+    kib as f64 * 1024.0 / 1e6
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+// ------------------------------------------------------------------------------------------
+
+/// One round of every scenario asked for; each figure is printed as soon as it is known.
+async fn round(only: &[String]) -> Vec<Figure> {
+    let wanted = |s: &str| only.is_empty() || only.iter().any(|o| o == s);
+    let mut out = Vec::new();
+    let mut printed = 0;
+    let mut flush = |out: &Vec<Figure>| {
+        for f in &out[printed..] {
+            f.print();
+        }
+        printed = out.len();
+    };
+    let mut lives = Vec::new();
+    if wanted("intake") {
+        intake(true, &mut out).await;
+        flush(&out);
+        intake(false, &mut out).await;
+        flush(&out);
+    }
+    if wanted("tracking") {
+        tracking(&mut out, &mut lives).await;
+        flush(&out);
+    }
+    if wanted("doorbell") {
+        doorbells(&mut out, &mut lives).await;
+        flush(&out);
+    }
+    if !lives.is_empty() {
+        let max = lives.iter().copied().max().unwrap_or(0);
+        let mean = lives.iter().sum::<usize>() as f64 / lives.len() as f64;
+        out.push(
+            fig(
+                "OpenTrain reads over one approval's life (max)",
+                max as f64,
+                "",
+                0,
+                Target::AtMost(3.0),
+            )
+            .note(format!(
+                "mean {mean:.2} over {} approvals resolved",
+                lives.len()
+            )),
+        );
+        flush(&out);
+    }
+    if wanted("burst") {
+        burst(&mut out).await;
+        flush(&out);
+    }
+    out
+}
+
+fn summary(rounds: &[Vec<Figure>]) {
+    println!();
+    println!(
+        "== summary over {} round(s): figure | median (min-max) | target | met (median; rounds met)",
+        rounds.len()
+    );
+    for (i, first) in rounds[0].iter().enumerate() {
+        let mut values: Vec<f64> = rounds
+            .iter()
+            .filter_map(|r| r.get(i))
+            .map(|f| f.value)
+            .collect();
+        values.sort_by(f64::total_cmp);
+        let median = if values.len() % 2 == 1 {
+            values[values.len() / 2]
+        } else {
+            (values[values.len() / 2 - 1] + values[values.len() / 2]) / 2.0
+        };
+        let met_rounds = values
+            .iter()
+            .filter(|v| first.target.met(**v) == Some(true))
+            .count();
+        let met = match first.target.met(median) {
+            Some(true) => format!("yes ({met_rounds}/{})", values.len()),
+            Some(false) => format!("NO ({met_rounds}/{})", values.len()),
+            None => "-".into(),
+        };
+        println!(
+            "{} | {} ({}-{}) | {} | {}",
+            first.name,
+            with_unit(num(median, first.prec), first.unit),
+            num(values[0], first.prec),
+            num(values[values.len() - 1], first.prec),
+            first.target_text,
+            met
+        );
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    format!(
+        "{} x {cpu}, {mem} memory",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    )
+}
+
+/// The 1, 5 and 15 minute load averages: other work on the machine skews every figure.
+fn load_average() -> String {
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    load.split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn main() {
+    let mut rounds = 3usize;
+    let mut only = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--rounds" => {
+                rounds = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .expect("--rounds N")
+            }
+            "--only" => only.extend(
+                args.next()
+                    .expect("--only intake,tracking,doorbell,burst")
+                    .split(',')
+                    .map(String::from),
+            ),
+            // `cargo bench` passes --bench to every bench target.
+            "--bench" => {}
+            other => panic!(
+                "unknown argument {other:?}; use --rounds N, --only intake,tracking,doorbell,burst"
+            ),
+        }
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    println!("countersign benchmark: {}", machine());
+    println!("daemon: {}", daemon_binary().display());
+    println!("figure | value | target | met");
+    let mut all = Vec::new();
+    for r in 1..=rounds {
+        println!("== round {r}/{rounds} (load average {})", load_average());
+        all.push(runtime.block_on(round(&only)));
+    }
+    if rounds > 1 {
+        summary(&all);
+    }
+}
