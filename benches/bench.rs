@@ -3,9 +3,14 @@
 //! OpenTrain and Telegram from `countersign-fakes`, served by this process.
 //!
 //! ```sh
-//! cargo bench --bench bench                 # 3 rounds, then the median and spread of each figure
-//! cargo bench --bench bench -- --rounds 1   # one quick round
+//! cargo bench --bench bench                          # 3 rounds, then median and min–max per figure
+//! cargo bench --bench bench -- --rounds 1            # one round
+//! cargo bench --bench bench -- --only intake,burst   # intake, tracking, doorbell, burst
 //! ```
+//!
+//! Linux only (it reads `/proc`). For a diagnosis: `COUNTERSIGN_BENCH_KEEP_LOGS=DIR` keeps each
+//! daemon's log (and, with `COUNTERSIGN_BENCH_KEEP_STORE=1`, its database);
+//! `COUNTERSIGN_BENCH_DOORBELLS=FILE` writes every doorbell latency (µs), one per line.
 //!
 //! Each scenario starts a fresh daemon with a fresh store (in a temporary directory on the same
 //! disk as everything else, `synchronous = FULL` as by default) and fresh fakes. The load
@@ -293,6 +298,29 @@ fn cpu_of(stat: &str) -> Duration {
     Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }
 
+/// CPU time the whole machine spent busy (all CPUs, everything but idle and iowait), from
+/// `/proc/stat`: what is left after the daemon's and this process's share is other work
+/// (interrupt time nobody is charged for counts there too).
+fn machine_busy() -> Duration {
+    let text = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<u64> = text
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal ...
+    let busy: u64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, t)| t)
+        .sum();
+    Duration::from_millis(busy * 10)
+}
+
 /// The daemon binary Cargo built for this benchmark (release profile under `cargo bench`).
 fn daemon_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_countersign"))
@@ -525,14 +553,16 @@ async fn intake(group_commit: bool, out: &mut Vec<Figure>) {
     // Saturation.
     let (ot, _tg, d, bodies) = intake_daemon(group_commit).await;
     let approvals = format!("{API_PREFIX}/approvals/");
-    let (cpu_d, cpu_b, verified) = (
+    let (cpu_d, cpu_b, cpu_all, verified) = (
         d.cpu(),
         cpu_of("/proc/self/stat"),
+        machine_busy(),
         ot.count("GET", &approvals),
     );
     let r = closed_loop(&d.hook, bodies, AGENTS).await;
     let cpu_d = d.cpu() - cpu_d;
     let cpu_b = cpu_of("/proc/self/stat") - cpu_b;
+    let cpu_others = (machine_busy() - cpu_all).saturating_sub(cpu_d + cpu_b);
     let verified = ot.count("GET", &approvals) - verified;
     d.stop().await;
     let secs = r.elapsed.as_secs_f64();
@@ -546,12 +576,14 @@ async fn intake(group_commit: bool, out: &mut Vec<Figure>) {
         )
         .note(format!(
             "{} in {secs:.2} s, {} errors; CPU: daemon {:.2} cores ({:.0} us/approval), \
-             load generator + fakes {:.2} cores; {verified} verified meanwhile",
+             load generator + fakes {:.2} cores, other processes {:.2} cores; \
+             {verified} verified meanwhile",
             r.latencies.len(),
             r.errors,
             cpu_d.as_secs_f64() / secs,
             cpu_d.as_secs_f64() * 1e6 / r.latencies.len() as f64,
             cpu_b.as_secs_f64() / secs,
+            cpu_others.as_secs_f64() / secs,
         )),
     );
     out.push(
@@ -567,8 +599,13 @@ async fn intake(group_commit: bool, out: &mut Vec<Figure>) {
 
     // Latency at the target load.
     let (_ot, _tg, d, bodies) = intake_daemon(group_commit).await;
+    let (cpu_d, cpu_b, cpu_all) = (d.cpu(), cpu_of("/proc/self/stat"), machine_busy());
     let r = paced(&d.hook, bodies, AGENTS, PACED_RATE).await;
+    let cpu_d = d.cpu() - cpu_d;
+    let cpu_b = cpu_of("/proc/self/stat") - cpu_b;
+    let cpu_others = (machine_busy() - cpu_all).saturating_sub(cpu_d + cpu_b);
     d.stop().await;
+    let secs = r.elapsed.as_secs_f64();
     out.push(
         fig(
             &format!(
@@ -580,11 +617,15 @@ async fn intake(group_commit: bool, out: &mut Vec<Figure>) {
             p99_target,
         )
         .note(format!(
-            "p50 {:.1} ms, p99.9 {:.1} ms, achieved {:.0}/s, {} errors",
+            "p50 {:.1} ms, p99.9 {:.1} ms, achieved {:.0}/s, {} errors; CPU: daemon {:.2} cores, \
+             load generator + fakes {:.2}, other processes {:.2}",
             r.pct_ms(50.0),
             r.pct_ms(99.9),
             r.rate(),
-            r.errors
+            r.errors,
+            cpu_d.as_secs_f64() / secs,
+            cpu_b.as_secs_f64() / secs,
+            cpu_others.as_secs_f64() / secs,
         )),
     );
 }
