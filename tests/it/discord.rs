@@ -750,15 +750,6 @@ async fn discord_notifier_posts_edits_and_reminds_in_reply() {
 
 // ---- secrets -------------------------------------------------------------------------------
 
-fn assert_no_secret(what: &str, text: &str) {
-    for secret in [DC_TOKEN, "S3CR3T", "s3cr3t"] {
-        assert!(
-            !text.contains(secret),
-            "{what} reveals a secret ({secret}):\n{text}"
-        );
-    }
-}
-
 // current_thread (the default): every task of the app runs on this thread, so the scoped
 // subscriber below sees their log lines.
 #[tokio::test]

@@ -5,15 +5,6 @@ use serde_json::json;
 
 use crate::support::*;
 
-fn assert_no_secret(what: &str, text: &str) {
-    for secret in [OT_TOKEN, TG_TOKEN, HOOK_TOKEN, "S3CR3T", "s3cr3t"] {
-        assert!(
-            !text.contains(secret),
-            "{what} reveals a secret ({secret}):\n{text}"
-        );
-    }
-}
-
 // current_thread (the default): every task of the app runs on this thread, so the scoped
 // subscriber below sees their log lines.
 #[tokio::test]

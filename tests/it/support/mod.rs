@@ -372,3 +372,14 @@ pub fn closed_address() -> String {
     let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     format!("http://{}", closed.local_addr().unwrap())
 }
+
+/// Fails the test if `text` contains any secret the tests configure (every token and webhook
+/// secret here carries "S3CR3T"/"s3cr3t", so a partial leak is caught too).
+pub fn assert_no_secret(what: &str, text: &str) {
+    for secret in [OT_TOKEN, TG_TOKEN, HOOK_TOKEN, DC_TOKEN, "S3CR3T", "s3cr3t"] {
+        assert!(
+            !text.contains(secret),
+            "{what} reveals a secret ({secret}):\n{text}"
+        );
+    }
+}
