@@ -87,3 +87,26 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX approvals_verify_queue ON approvals(phase, run_after, received_at, lease_until);
     "#,
 ];
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// Brings the schema up to date, one transaction per migration. A store written by a newer
+/// countersign is refused: this one cannot know what the newer schema means.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if current > known {
+        return Err(StoreError::Open(format!(
+            "the store was written by a newer countersign (schema {current}, this one knows {known})"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,316 @@
+//! Tracking: doorbells, the `/updates` cursor, re-reads and reminders.
+//!
+//! Invariants: a doorbell is never lost (the cursor moves in the same transaction as the rings
+//! of its page, and claiming a read clears the doorbell so one that rings during the read rings
+//! again); a status change bumps the approval's version, which makes every delivery due for an
+//! edit; a reminder threshold fires once, however often the daemon restarts.
+
+use std::time::Duration;
+
+use rusqlite::{OptionalExtension, params};
+
+use super::delivery::refresh_due;
+use super::{Store, StoreError};
+use crate::approval::{Status, WireApproval};
+
+impl Store {
+    /// The persisted `/updates` cursor.
+    pub async fn cursor(&self) -> Result<Option<String>, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT value FROM kv WHERE key = 'updates_cursor'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    /// Rings the doorbell of every tracked approval in `ids` and, in the same transaction, saves
+    /// the cursor that follows them, so a crash cannot advance the cursor past an unrung event.
+    /// Returns how many tracked approvals were rung.
+    pub async fn ring_and_save_cursor(
+        &self,
+        ids: Vec<String>,
+        cursor: Option<String>,
+        now: i64,
+    ) -> Result<usize, StoreError> {
+        let rung = self
+            .write(move |c| {
+                let mut rung = 0;
+                let mut stmt = c.prepare_cached(
+                    "UPDATE approvals SET recheck = 1, updated_at = ?2
+                     WHERE id = ?1 AND phase IN ('track', 'verify')",
+                )?;
+                for id in &ids {
+                    rung += stmt.execute(params![id, now])?;
+                }
+                if let Some(cursor) = cursor {
+                    c.execute(
+                        "INSERT INTO kv (key, value) VALUES ('updates_cursor', ?1)
+                         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                        [cursor],
+                    )?;
+                }
+                Ok(rung)
+            })
+            .await?;
+        if rung > 0 {
+            self.inner.signals.reads.notify_one();
+        }
+        Ok(rung)
+    }
+
+    /// Claims tracked approvals that need a fresh read: a doorbell rang, or `expiresAt` passed.
+    /// Claiming clears the doorbell, so one that rings during the read is not lost.
+    pub async fn claim_reads(
+        &self,
+        now: i64,
+        lease: Duration,
+        limit: usize,
+    ) -> Result<Vec<ReadJob>, StoreError> {
+        let lease_until = now + lease.as_millis() as i64;
+        self.write(move |c| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE approvals SET lease_until = ?2, recheck = 0, attempts = attempts + 1
+                 WHERE id IN (SELECT id FROM approvals
+                              WHERE recheck = 1 AND +phase = 'track'
+                                AND +run_after <= ?1 AND +lease_until <= ?1
+                              UNION
+                              SELECT id FROM approvals
+                              WHERE phase = 'track' AND next_read_at <= ?1
+                                AND +run_after <= ?1 AND +lease_until <= ?1
+                              LIMIT ?3)
+                 RETURNING id, status, superseded_by, attempts",
+            )?;
+            let rows = stmt.query_map(params![now, lease_until, limit as i64], |r| {
+                Ok(ReadJob {
+                    id: r.get(0)?,
+                    status: Status::parse(&r.get::<_, String>(1)?),
+                    superseded_by: r.get(2)?,
+                    attempts: r.get::<_, i64>(3)? as u32,
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// Records a re-read. A status change bumps the version, which makes every delivery of the
+    /// approval due for an edit.
+    pub async fn finish_read(
+        &self,
+        id: &str,
+        outcome: ReadOutcome,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let id = id.to_string();
+        let changed = self
+            .write(move |c| match outcome {
+                ReadOutcome::Status {
+                    upstream,
+                    status,
+                    terminal,
+                    next_read_at,
+                } => {
+                    let old: String =
+                        c.query_row("SELECT status FROM approvals WHERE id = ?1", [&id], |r| {
+                            r.get(0)
+                        })?;
+                    let changed = old != status.as_str();
+                    c.execute(
+                        "UPDATE approvals SET status = ?2, phase = ?3,
+                                upstream_json = COALESCE(?4, upstream_json),
+                                resolved_at = COALESCE(?5, resolved_at), next_read_at = ?6,
+                                next_reminder_at = CASE WHEN ?3 = 'done' THEN NULL
+                                                        ELSE next_reminder_at END,
+                                version = version + ?7,
+                                lease_until = 0, run_after = 0, attempts = 0, reason = NULL,
+                                updated_at = ?8
+                             WHERE id = ?1",
+                        params![
+                            id,
+                            status.as_str(),
+                            if terminal { "done" } else { "track" },
+                            upstream.as_ref().map(serde_json::to_string).transpose()?,
+                            upstream
+                                .as_ref()
+                                .and_then(|u| u.resolved_at())
+                                .map(|t| t.timestamp_millis()),
+                            if terminal { None } else { next_read_at },
+                            changed as i64,
+                            now,
+                        ],
+                    )?;
+                    if changed {
+                        c.execute(
+                            "UPDATE deliveries SET run_after = 0, updated_at = ?2
+                             WHERE approval_id = ?1 AND state = 'active'",
+                            params![id, now],
+                        )?;
+                        refresh_due(c, &id, None)?;
+                    }
+                    Ok(changed)
+                }
+                ReadOutcome::Retry { at, error } => {
+                    c.execute(
+                        "UPDATE approvals SET run_after = ?2, reason = ?3, lease_until = 0,
+                                recheck = 1, updated_at = ?4
+                             WHERE id = ?1",
+                        params![id, at, error, now],
+                    )?;
+                    Ok(false)
+                }
+            })
+            .await?;
+        if changed {
+            self.inner.signals.wake_deliveries();
+        }
+        Ok(())
+    }
+
+    /// The earliest time a tracked approval needs a read, if any does.
+    pub async fn next_read_at(&self) -> Result<Option<i64>, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT MIN(t) FROM (
+                   SELECT MAX(run_after, lease_until) AS t FROM approvals
+                   WHERE recheck = 1 AND +phase = 'track'
+                   UNION ALL
+                   SELECT MAX(next_read_at, run_after, lease_until) FROM approvals
+                   WHERE phase = 'track' AND next_read_at <= ?1
+                   UNION ALL
+                   SELECT MIN(next_read_at) FROM approvals
+                   WHERE phase = 'track' AND next_read_at > ?1)",
+                [crate::worker::now_ms()],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    /// Fires the reminders that are due: each approval's card is refreshed (its version bumps, so
+    /// every message is edited to show the time left) and one reminder per channel is queued.
+    /// Several thresholds passed at once (after downtime) make one reminder, not a burst.
+    pub async fn fire_reminders(
+        &self,
+        thresholds: Vec<Duration>,
+        now: i64,
+    ) -> Result<Vec<String>, StoreError> {
+        let fired = self
+            .write(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT id, expires_at FROM approvals
+                     WHERE next_reminder_at <= ?1 AND +phase = 'track' AND +status = 'pending'
+                     LIMIT 200",
+                )?;
+                let due: Vec<(String, Option<i64>)> = stmt
+                    .query_map([now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .collect::<Result<_, _>>()?;
+                for (id, expires) in &due {
+                    let (seq, next) = match expires {
+                        Some(exp) => crate::reminders::plan(*exp, &thresholds, now),
+                        None => (0, None),
+                    };
+                    c.execute(
+                        "UPDATE approvals SET reminder_seq = MAX(reminder_seq, ?2),
+                            next_reminder_at = ?3, version = version + 1, updated_at = ?4
+                         WHERE id = ?1",
+                        params![id, seq, next, now],
+                    )?;
+                    c.execute(
+                        "UPDATE deliveries SET run_after = 0 WHERE approval_id = ?1",
+                        [id],
+                    )?;
+                    refresh_due(c, id, None)?;
+                }
+                Ok(due.into_iter().map(|(id, _)| id).collect::<Vec<_>>())
+            })
+            .await?;
+        if !fired.is_empty() {
+            self.inner.signals.wake_deliveries();
+        }
+        Ok(fired)
+    }
+
+    /// When the next reminder falls due, if any.
+    pub async fn next_reminder_at(&self) -> Result<Option<i64>, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT MIN(next_reminder_at) FROM approvals
+                 WHERE next_reminder_at IS NOT NULL AND +phase = 'track' AND +status = 'pending'",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
+    /// A webhook doorbell, deduplicated on the delivery id (`X-OpenTrain-Delivery`): in one
+    /// transaction, remembers the delivery and rings the approval, unless that delivery was seen
+    /// before (OpenTrain retries reuse the id). Returns (duplicate, rung). Ids older than a week
+    /// are forgotten: OpenTrain stops retrying after about two and a half hours.
+    pub async fn webhook_doorbell(
+        &self,
+        delivery: Option<String>,
+        approval: Option<String>,
+        now: i64,
+    ) -> Result<(bool, bool), StoreError> {
+        let (duplicate, rung) = self
+            .write(move |c| {
+                if let Some(d) = &delivery {
+                    c.execute(
+                        "DELETE FROM webhook_deliveries WHERE received_at < ?1",
+                        [now - 7 * 24 * 3_600_000],
+                    )?;
+                    let n = c.execute(
+                        "INSERT INTO webhook_deliveries (id, received_at) VALUES (?1, ?2)
+                         ON CONFLICT(id) DO NOTHING",
+                        params![d, now],
+                    )?;
+                    if n == 0 {
+                        return Ok((true, false));
+                    }
+                }
+                let rung = match &approval {
+                    Some(id) => {
+                        c.execute(
+                            "UPDATE approvals SET recheck = 1, updated_at = ?2
+                         WHERE id = ?1 AND phase IN ('track', 'verify')",
+                            params![id, now],
+                        )? > 0
+                    }
+                    None => false,
+                };
+                Ok((false, rung))
+            })
+            .await?;
+        if rung {
+            self.inner.signals.reads.notify_one();
+        }
+        Ok((duplicate, rung))
+    }
+}
+
+pub struct ReadJob {
+    pub id: String,
+    pub status: Status,
+    pub superseded_by: Option<String>,
+    pub attempts: u32,
+}
+
+#[allow(clippy::large_enum_variant)]
+pub enum ReadOutcome {
+    Status {
+        /// OpenTrain's answer; `None` keeps the last one (the approval is no longer visible).
+        upstream: Option<WireApproval>,
+        status: Status,
+        terminal: bool,
+        next_read_at: Option<i64>,
+    },
+    Retry {
+        at: i64,
+        error: String,
+    },
+}
