@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::App;
 use crate::app::StartError;
 use crate::config::{ConfigError, ENV_PREFIX, Settings, TelegramSettings, read_sources};
-use crate::init::new_hook_token;
+use crate::init::{InitError, new_hook_token, random_hex};
 
 /// How the demo runs.
 #[derive(Debug, Clone)]
@@ -60,6 +60,8 @@ pub enum DemoError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Start(#[from] StartError),
+    #[error(transparent)]
+    Random(#[from] InitError),
     #[error("{0}")]
     Other(String),
 }
@@ -141,10 +143,7 @@ struct TempDir(PathBuf);
 
 impl TempDir {
     fn new() -> Result<TempDir, DemoError> {
-        let name = format!(
-            "countersign-demo-{}",
-            &new_hook_token().map_err(|e| DemoError::Other(e.to_string()))?[..16]
-        );
+        let name = format!("countersign-demo-{}", random_hex(8)?);
         let path = std::env::temp_dir().join(name);
         std::fs::create_dir(&path).map_err(other("cannot create the demo's temporary store"))?;
         Ok(TempDir(path))
@@ -172,6 +171,15 @@ impl Outcome {
             Outcome::Expired => "expired",
         }
     }
+
+    /// What the owner does in OpenTrain to bring it about; nothing, for an expiry.
+    fn owner_act(self) -> Option<&'static str> {
+        match self {
+            Outcome::Confirmed => Some("confirms"),
+            Outcome::Declined => Some("declines"),
+            Outcome::Expired => None,
+        }
+    }
 }
 
 struct Sample {
@@ -183,7 +191,8 @@ struct Sample {
 }
 
 /// Puts the samples' contracts and proposal in the simulated OpenTrain and creates their
-/// approvals. The third expires on its own, `pace` after the second is declined.
+/// approvals. The third expires on its own: three paces after it is created, plus time for the
+/// messages to appear, so about one pace after the second is declined.
 fn seed(opentrain: &FakeOpenTrain, pace: Duration) -> Vec<Sample> {
     opentrain.add_simple_contract(
         "ctr_demo_sentiment",
@@ -288,8 +297,7 @@ pub async fn run(
         "http://{}",
         pages.local_addr().map_err(other("the pages' address"))?
     );
-    let random = || new_hook_token().map_err(|e| DemoError::Other(e.to_string()));
-    let (hook_token, opentrain_token) = (random()?, random()?);
+    let (hook_token, opentrain_token) = (new_hook_token()?, new_hook_token()?);
     let opentrain = FakeOpenTrain::start(&opentrain_token, &app_url).await;
     let samples = seed(&opentrain, options.pace);
     let channels = channels(owner, options);
@@ -385,24 +393,17 @@ impl Story<'_> {
         ));
         for (i, sample) in samples.iter().enumerate() {
             let n = i + 1;
-            match sample.outcome {
-                Outcome::Confirmed => {
-                    tokio::time::sleep(pace).await;
-                    self.say(&format!("[{n}/3] The owner confirms it in OpenTrain…"));
-                    self.opentrain.resolve(&sample.id, "confirmed", None);
-                }
-                Outcome::Declined => {
-                    tokio::time::sleep(pace).await;
-                    self.say(&format!("[{n}/3] The owner declines it in OpenTrain…"));
-                    self.opentrain.resolve(&sample.id, "declined", None);
-                }
-                Outcome::Expired => {
-                    self.say(&format!(
-                        "[{n}/3] Nobody answers it: countersign reads it again when it expires…"
-                    ));
-                }
-            }
             let status = sample.outcome.status();
+            match sample.outcome.owner_act() {
+                Some(act) => {
+                    tokio::time::sleep(pace).await;
+                    self.say(&format!("[{n}/3] The owner {act} it in OpenTrain…"));
+                    self.opentrain.resolve(&sample.id, status, None);
+                }
+                None => self.say(&format!(
+                    "[{n}/3] Nobody answers it: countersign reads it again when it expires…"
+                )),
+            }
             self.wait(&sample.id, |s| s == status).await?;
             self.say(&format!(
                 "[{n}/3] {status}: the message now says so ({on}).\n"
@@ -486,11 +487,12 @@ impl Story<'_> {
             for &channel in &self.channels.clone() {
                 let delivery = view.deliveries.iter().find(|d| d.channel == channel);
                 match delivery {
-                    Some(d) if d.state == "failed" || d.state == "gone" => {
+                    Some(d) if d.state == "failed" => {
                         let error = d.last_error.clone().unwrap_or_else(|| d.state.clone());
                         self.refused.entry(channel).or_insert(error);
                     }
-                    Some(d) if d.posted && d.up_to_date => {}
+                    // Shown and current, or deleted by the owner: nothing more will happen.
+                    Some(d) if (d.posted && d.up_to_date) || d.state == "gone" => {}
                     Some(d) => {
                         settled = false;
                         if let Some(e) = &d.last_error
@@ -565,4 +567,39 @@ fn page(title: &str, body: &str) -> String {
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title></head>\
          <body><h1>{title}</h1><p><b>DEMO</b>: served by <code>countersign demo</code>.</p>{body}</body></html>"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_approval_page_says_it_is_the_demo_and_shows_the_status() {
+        let pages = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let app_url = format!("http://{}", pages.local_addr().unwrap());
+        let opentrain = FakeOpenTrain::start("ot_pat_page", &app_url).await;
+        let samples = seed(&opentrain, Duration::from_secs(60));
+        opentrain.resolve(&samples[1].id, "declined", None);
+        tokio::spawn(axum::serve(pages, page_router(opentrain)).into_future());
+        let client = reqwest::Client::new();
+
+        // The link every message shows is exactly the page that answers.
+        let link = samples[1].body["approval"]["approvalUrl"].as_str().unwrap();
+        assert_eq!(link, format!("{app_url}/approvals/{}", samples[1].id));
+        let page = client.get(link).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.unwrap();
+        assert!(
+            html.contains("DEMO") && html.contains("<b>declined</b>"),
+            "{html}"
+        );
+
+        let missing = client
+            .get(format!("{app_url}/approvals/apr_nope"))
+            .send()
+            .await;
+        assert_eq!(missing.unwrap().status(), 404);
+        let elsewhere = client.get(format!("{app_url}/admin")).send().await;
+        assert_eq!(elsewhere.unwrap().status(), 404);
+    }
 }

@@ -35,9 +35,14 @@ pub enum InitError {
 
 /// A fresh hook token: 256 bits from the OS's random source, as 64 hex digits.
 pub fn new_hook_token() -> Result<String, InitError> {
-    let mut bytes = [0u8; TOKEN_BYTES];
-    getrandom::fill(&mut bytes).map_err(InitError::Random)?;
-    Ok(hex::encode(bytes))
+    random_hex(TOKEN_BYTES)
+}
+
+/// `bytes` bytes from the OS's random source, as hex.
+pub fn random_hex(bytes: usize) -> Result<String, InitError> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(InitError::Random)?;
+    Ok(hex::encode(buf))
 }
 
 /// The config text: the example, with `hook.token` set to `token` and a first line that says
@@ -74,13 +79,11 @@ pub fn write(path: &Path, force: bool) -> Result<(), InitError> {
         });
     }
     // Write beside the target, then rename over it: the old file's looser mode is not inherited.
-    let mut suffix = [0u8; 6];
-    getrandom::fill(&mut suffix).map_err(InitError::Random)?;
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| DEFAULT_CONFIG_FILE.to_string());
-    let temp = path.with_file_name(format!(".{name}.{}.tmp", hex::encode(suffix)));
+    let temp = path.with_file_name(format!(".{name}.{}.tmp", random_hex(6)?));
     let written = private_file(&temp)
         .and_then(|file| fill(file, &text))
         .and_then(|()| std::fs::rename(&temp, path));

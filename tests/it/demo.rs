@@ -39,6 +39,14 @@ async fn demo(dir: &Path, config: &str, extra: &[&str]) -> Output {
         .expect("the countersign binary runs")
 }
 
+/// The owner's config with the fake Telegram as their chat.
+fn telegram_config(telegram: &FakeTelegram) -> String {
+    format!(
+        "[telegram]\nbot_token = \"{TG_TOKEN}\"\nchat_id = {CHAT}\napi_url = \"{}\"\nmin_send_interval_ms = 60\n",
+        telegram.api_url()
+    )
+}
+
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
@@ -98,11 +106,7 @@ async fn demo_on_telegram_posts_and_edits_there_marked_as_a_demo() {
     let telegram = FakeTelegram::start(TG_TOKEN, CHAT).await;
     telegram.set_min_interval(Duration::from_millis(40));
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[telegram]\nbot_token = \"{TG_TOKEN}\"\nchat_id = {CHAT}\napi_url = \"{}\"\nmin_send_interval_ms = 60\n",
-        telegram.api_url()
-    );
-    let out = demo(dir.path(), &config, &[]).await;
+    let out = demo(dir.path(), &telegram_config(&telegram), &[]).await;
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert!(
@@ -158,11 +162,7 @@ async fn demo_says_which_chat_refused_it_and_fails() {
     // What Telegram is reported to answer for a button to a local address.
     telegram.fail_next("sendMessage", 3, 400, "Bad Request: BUTTON_URL_INVALID");
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[telegram]\nbot_token = \"{TG_TOKEN}\"\nchat_id = {CHAT}\napi_url = \"{}\"\nmin_send_interval_ms = 60\n",
-        telegram.api_url()
-    );
-    let out = demo(dir.path(), &config, &[]).await;
+    let out = demo(dir.path(), &telegram_config(&telegram), &[]).await;
     let stdout = text(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
     assert!(
@@ -178,11 +178,7 @@ async fn demo_says_which_chat_refused_it_and_fails() {
 async fn demo_with_console_flag_ignores_the_configured_chat() {
     let telegram = FakeTelegram::start(TG_TOKEN, CHAT).await;
     let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[telegram]\nbot_token = \"{TG_TOKEN}\"\nchat_id = {CHAT}\napi_url = \"{}\"\n",
-        telegram.api_url()
-    );
-    let out = demo(dir.path(), &config, &["--console"]).await;
+    let out = demo(dir.path(), &telegram_config(&telegram), &["--console"]).await;
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(stdout.matches("── new message").count(), 3, "{stdout}");
