@@ -7,8 +7,9 @@
 //! OpenTrain then confirms the first, declines the second and lets the third expire.
 //!
 //! What keeps it a demo:
-//! - only the owner's chat settings are taken from their config: the store is a fresh one in a
-//!   temporary directory, the OpenTrain base is the simulated one, and no token is needed;
+//! - of the owner's config only what shapes the messages is used (chats, console, log): the
+//!   hook, the OpenTrain base and the store are the demo's own (the store in a temporary
+//!   directory), the proxy is off, and no token is needed;
 //! - every message says DEMO (the sample contract and job titles, the agent's name and its note,
 //!   all of which every channel shows in every version of a message);
 //! - the only link shown is `<app_url>/approvals/<id>`, as always, and `app_url` is a page this
@@ -101,8 +102,12 @@ pub fn channels(owner: &Settings, options: &Options) -> Vec<&'static str> {
     out
 }
 
-/// The daemon's settings for the demo: fresh tokens, the simulated OpenTrain, a store in `dir`,
-/// and of the owner's config only the chats (and the log format).
+/// The daemon's settings for the demo. Everything that reaches outside the process or onto disk
+/// is the demo's own: the hook (fresh token, ephemeral loopback port), OpenTrain (the simulated
+/// one, with its own token), the store (in `dir`) and the proxy (off). Everything that shapes
+/// what the owner sees is the owner's: the chats (Telegram without owner commands), the console,
+/// the log, and any other setting about how messages look. Reminders are off: the samples live
+/// for seconds, not days.
 fn demo_settings(
     owner: &Settings,
     options: &Options,
@@ -114,27 +119,33 @@ fn demo_settings(
     let toml = format!(
         "[hook]\nlisten = \"127.0.0.1:0\"\ntoken = \"{hook_token}\"\n\
          [opentrain]\napi_url = \"{}\"\napp_url = \"{}\"\ntoken = \"{opentrain_token}\"\n\
-         poll_interval_secs = 1\nrequest_timeout_secs = 10\n\
-         [reminders]\nbefore_expiry = []\n\
-         [console]\nenabled = false\n",
+         poll_interval_secs = 1\nrequest_timeout_secs = 10\n",
         opentrain.api_url(),
         opentrain.app_url(),
     );
-    let mut settings = Settings::from_toml_and_env(Some(&toml), HashMap::new())?;
+    let own = Settings::from_toml_and_env(Some(&toml), HashMap::new())?;
+    let mut settings = owner.clone();
+    settings.hook = own.hook;
+    settings.opentrain = own.opentrain;
+    settings.store = own.store;
     settings.store.path = dir.join("demo.db");
+    settings.proxy = own.proxy;
+    settings.reminders = Vec::new();
     let channels = channels(owner, options);
-    if channels.contains(&"telegram") {
-        settings.telegram = owner.telegram.clone().map(|t| TelegramSettings {
+    settings.telegram = settings
+        .telegram
+        .take()
+        .filter(|_| channels.contains(&"telegram"))
+        .map(|t| TelegramSettings {
             // Reading the bot's updates could take them from a daemon that runs beside the demo.
             owner_commands: false,
             ..t
         });
-    }
-    if channels.contains(&"discord") {
-        settings.discord = owner.discord.clone();
-    }
+    settings.discord = settings
+        .discord
+        .take()
+        .filter(|_| channels.contains(&"discord"));
     settings.console = channels.contains(&"console");
-    settings.log = owner.log.clone();
     Ok(settings)
 }
 
