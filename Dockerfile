@@ -7,7 +7,8 @@
 FROM rust:1.95-slim-bookworm AS build
 WORKDIR /src
 # SQLite is compiled in (rusqlite "bundled") and TLS is rustls: no system libraries needed.
-COPY Cargo.toml Cargo.lock ./
+# config.example.toml is compiled in: `countersign init` writes it out.
+COPY Cargo.toml Cargo.lock config.example.toml ./
 COPY fakes ./fakes
 COPY src ./src
 COPY tests ./tests

@@ -419,7 +419,7 @@ impl Settings {
 }
 
 /// The config file's text (if any) and the `COUNTERSIGN__*` environment.
-fn read_sources(
+pub(crate) fn read_sources(
     path: Option<&Path>,
 ) -> Result<(Option<String>, HashMap<String, String>), ConfigError> {
     let (file, required) = match path {

@@ -24,6 +24,9 @@ pub mod approval;
 pub mod check;
 pub mod config;
 pub mod delivery;
+#[cfg(feature = "demo")]
+pub mod demo;
+pub mod init;
 pub mod intake;
 pub mod list;
 pub mod metrics;

@@ -24,6 +24,30 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Watch three sample approvals live their whole life (posted, then confirmed, declined and
+    /// expired) on your configured chats, or the console: the real daemon against a simulated
+    /// OpenTrain inside this process. Needs no token; touches no real OpenTrain and no store.
+    Demo {
+        /// Config file whose chats the demo uses (default: countersign.toml, if present).
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// How long each sample waits before its outcome.
+        #[arg(long, value_name = "DURATION", default_value = "4s", value_parser = humantime::parse_duration)]
+        pace: std::time::Duration,
+        /// Show the demo on the console, whatever chats the config names.
+        #[arg(long)]
+        console: bool,
+    },
+    /// Write a commented config with a fresh random hook.token (readable only by you), then
+    /// print the next steps. Never replaces an existing file without --force.
+    Init {
+        /// Where to write it.
+        #[arg(short, long, value_name = "FILE", default_value = countersign::config::DEFAULT_CONFIG_FILE)]
+        config: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Run the daemon.
     Run {
         /// Config file (default: countersign.toml in the working directory, if present).
@@ -91,6 +115,12 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
+            Command::Demo {
+                config,
+                pace,
+                console,
+            } => demo(config, pace, console).await,
+            Command::Init { config, force } => init(&config, force),
             Command::Run { config } => run(config).await,
             Command::Check { config } => check(config).await,
             Command::List {
@@ -114,9 +144,13 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(settings: &Settings) {
+    init_logging_at(settings, &settings.log.level);
+}
+
+fn init_logging_at(settings: &Settings, level: &str) {
     // RUST_LOG, when set, wins over log.level: the usual way to turn up one module for a while.
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&settings.log.level));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     // Colours only for a person at a terminal, not for journald or a log file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -126,6 +160,49 @@ fn init_logging(settings: &Settings) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Human => builder.init(),
     }
+}
+
+fn init(path: &std::path::Path, force: bool) -> Result<ExitCode> {
+    countersign::init::write(path, force)?;
+    print!("{}", countersign::init::next_steps(path));
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(feature = "demo")]
+async fn demo(
+    config: Option<PathBuf>,
+    pace: std::time::Duration,
+    console_only: bool,
+) -> Result<ExitCode> {
+    use countersign::demo;
+    let owner = demo::owner_settings(config.as_deref())?;
+    // The demo's own story is on stdout; the daemon's log says only what went wrong.
+    init_logging_at(&owner, "warn");
+    let options = demo::Options { pace, console_only };
+    let mut out = std::io::stdout();
+    tokio::select! {
+        done = demo::run(&owner, &options, &mut out) => Ok(if done? {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }),
+        () = wait_for_signal() => {
+            eprintln!("countersign: demo stopped");
+            Ok(ExitCode::from(130))
+        }
+    }
+}
+
+#[cfg(not(feature = "demo"))]
+async fn demo(
+    _config: Option<PathBuf>,
+    _pace: std::time::Duration,
+    _console_only: bool,
+) -> Result<ExitCode> {
+    anyhow::bail!(
+        "this countersign was built without the demo (cargo feature `demo`, on by default); \
+         `cargo run --release -- demo` from the source builds it with the demo"
+    )
 }
 
 async fn run(config: Option<PathBuf>) -> Result<ExitCode> {

@@ -5,7 +5,10 @@ mod support;
 mod config;
 mod crash;
 mod delivery;
+#[cfg(feature = "demo")]
+mod demo;
 mod discord;
+mod init;
 mod intake;
 mod operator;
 mod properties;
