@@ -13,3 +13,4 @@ mod proxy;
 mod reliability;
 mod security;
 mod tracking;
+mod wait;
