@@ -94,3 +94,35 @@ impl Store {
         self.inner.signals.status.subscribe(id)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_change_announced_after_subscribing_is_heard_even_before_waiting() {
+        let watch = StatusWatch::default();
+        let mut changes = watch.subscribe("apr_1");
+        // Announced between "subscribe" and "start waiting" (while the waiter reads the row).
+        watch.announce("apr_1");
+        tokio::time::timeout(std::time::Duration::from_secs(5), changes.changed())
+            .await
+            .expect("the change was heard");
+    }
+
+    #[tokio::test]
+    async fn waiters_share_one_entry_that_goes_with_the_last_of_them() {
+        let watch = StatusWatch::default();
+        watch.announce("apr_nobody_waits");
+        assert_eq!(watch.watched(), 0, "announcing creates nothing");
+        let a = watch.subscribe("apr_1");
+        let b = watch.subscribe("apr_1");
+        let c = watch.subscribe("apr_2");
+        assert_eq!(watch.watched(), 2);
+        drop(a);
+        assert_eq!(watch.watched(), 2);
+        drop(b);
+        drop(c);
+        assert_eq!(watch.watched(), 0);
+    }
+}
