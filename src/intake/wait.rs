@@ -14,6 +14,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use tokio::sync::Semaphore;
 
 use super::{ApiError, HookState, store_error};
 use crate::approval::ApprovalId;
@@ -22,6 +23,12 @@ use crate::store::ApprovalView;
 
 /// The longest a long poll may be held, in seconds.
 pub const MAX_WAIT_SECS: u64 = 300;
+
+/// Store reads by long polls at once. Thousands of waiters arrive, or are woken, together; each
+/// read is a blocking task on a pooled SQLite connection, and the pool keeps every connection it
+/// ever opened. Unbounded, one wake of 10,000 waiters would leave hundreds of threads' worth of
+/// connections behind; a few lanes answer them just as fast on a machine of a few cores.
+static WAITER_READS: Semaphore = Semaphore::const_new(4);
 
 /// The query of `GET /v1/approvals/{id}`.
 #[derive(Deserialize)]
@@ -58,13 +65,14 @@ pub async fn show(
     let Some(wait) = wait else {
         return view(state, id).await.map(answer);
     };
+
     let deadline = tokio::time::Instant::now() + wait;
     // Subscribe before reading: a change committed after this point wakes the wait below, and
     // one committed before it is visible to the read.
     let mut changes = state.store.watch_status(id.as_str());
     let _waiting = Waiting::start(state);
     loop {
-        let current = view(state, id).await?;
+        let current = view_in_lane(state, id).await?;
         if Outcome::of(&current.status, current.resolved_at.is_some()).is_final() {
             return Ok(answer(current));
         }
@@ -76,7 +84,7 @@ pub async fn show(
         };
         if !changed {
             // Time is up, or shutdown: the state as it is now (it may have changed meanwhile).
-            return view(state, id).await.map(answer);
+            return view_in_lane(state, id).await.map(answer);
         }
     }
 }
@@ -94,6 +102,15 @@ async fn view(state: &HookState, id: &ApprovalId) -> Result<ApprovalView, ApiErr
                 format!("approval {id} was never submitted"),
             )
         })
+}
+
+/// [`view`] for a long poll: in one of the [`WAITER_READS`] lanes.
+async fn view_in_lane(state: &HookState, id: &ApprovalId) -> Result<ApprovalView, ApiError> {
+    let _lane = WAITER_READS
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
+    view(state, id).await
 }
 
 fn answer(view: ApprovalView) -> Response {
