@@ -184,11 +184,11 @@ impl Hook {
                     left => Some((left.as_secs_f64().ceil() as u64).clamp(1, MAX_WAIT_SECS)),
                 },
             };
+            let asked = Instant::now();
             let error = match self.get_approval(id, hold).await {
                 Ok((status, text)) if status.is_success() => {
                     answered = true;
                     outage = None;
-                    backoff = RETRY_FIRST;
                     let Some(outcome) = outcome_of(&text) else {
                         return not_asked(
                             "bad_answer",
@@ -200,6 +200,13 @@ impl Hook {
                         return outcome;
                     }
                     last = Some(text);
+                    // Open before its time: the daemon is shutting down, or does not hold long
+                    // polls. Ask again, but not in a tight loop.
+                    if asked.elapsed() < Duration::from_secs(hold.unwrap_or(0)) {
+                        pause(&mut backoff, deadline).await;
+                    } else {
+                        backoff = RETRY_FIRST;
+                    }
                     continue;
                 }
                 Ok((status, _)) if status.is_server_error() && answered => {
@@ -238,14 +245,19 @@ impl Hook {
                     None => not_asked("unreachable", &error),
                 };
             }
-            let pause = match deadline {
-                Some(d) => backoff.min(d.saturating_duration_since(Instant::now())),
-                None => backoff,
-            };
-            tokio::time::sleep(pause).await;
-            backoff = (backoff * 2).min(RETRY_MAX);
+            pause(&mut backoff, deadline).await;
         }
     }
+}
+
+/// Sleeps for `backoff` (never past `deadline`) and doubles it, up to [`RETRY_MAX`].
+async fn pause(backoff: &mut Duration, deadline: Option<Instant>) {
+    let pause = match deadline {
+        Some(d) => (*backoff).min(d.saturating_duration_since(Instant::now())),
+        None => *backoff,
+    };
+    tokio::time::sleep(pause).await;
+    *backoff = (*backoff * 2).min(RETRY_MAX);
 }
 
 /// The outcome an approval view (the hook's `GET` body) shows.
