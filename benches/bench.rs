@@ -5,7 +5,7 @@
 //! ```sh
 //! cargo bench --bench bench                          # 3 rounds, then median and min–max per figure
 //! cargo bench --bench bench -- --rounds 1            # one round
-//! cargo bench --bench bench -- --only intake,burst   # intake, tracking, doorbell, burst
+//! cargo bench --bench bench -- --only intake,burst   # intake, tracking, doorbell, burst, longpoll
 //! ```
 //!
 //! Linux only (it reads `/proc`). For a diagnosis: `COUNTERSIGN_BENCH_KEEP_LOGS=DIR` keeps each
@@ -59,6 +59,8 @@ const BURST_N: usize = 200;
 /// fake enforces exactly the interval the daemon is given (any early request is a 429).
 const TG_PACE_MS: u64 = 50;
 const TG_SCALE: u64 = 1000 / TG_PACE_MS;
+/// Long polls held at once (issue #15).
+const WAITERS_N: usize = 10_000;
 
 // ------------------------------------------------------------------------------------------
 // figures
@@ -164,6 +166,8 @@ struct DaemonOptions {
     /// `telegram.min_send_interval_ms`; the fake enforces the same interval.
     telegram_interval_ms: u64,
     group_commit: bool,
+    /// `log.format = "json"`: lines a scenario reads back, with microsecond timestamps.
+    json_log: bool,
 }
 
 struct Daemon {
@@ -189,13 +193,15 @@ impl Daemon {
              [store]\npath = \"{}\"\ngroup_commit = {}\n\
              [console]\nenabled = false\n\
              [telegram]\nbot_token = \"{TG_TOKEN}\"\nchat_id = {CHAT}\napi_url = \"{}\"\n\
-             min_send_interval_ms = {}\n",
+             min_send_interval_ms = {}\n\
+             [log]\nformat = \"{}\"\n",
             opentrain.api_url(),
             o.poll_interval_secs,
             store.display(),
             o.group_commit,
             telegram.api_url(),
             o.telegram_interval_ms,
+            if o.json_log { "json" } else { "human" },
         );
         let config_path = dir.path().join("countersign.toml");
         std::fs::write(&config_path, config).expect("write the config");
@@ -533,6 +539,7 @@ async fn intake_daemon(group_commit: bool) -> (FakeOpenTrain, FakeTelegram, Daem
             poll_interval_secs: 15,
             telegram_interval_ms: 1000,
             group_commit,
+            json_log: false,
         },
     )
     .await;
@@ -643,6 +650,7 @@ async fn tracking(out: &mut Vec<Figure>, lives: &mut Vec<usize>) {
             poll_interval_secs: 1,
             telegram_interval_ms: 0,
             group_commit: true,
+            json_log: false,
         },
     )
     .await;
@@ -807,6 +815,7 @@ async fn doorbells(out: &mut Vec<Figure>, lives: &mut Vec<usize>) {
             poll_interval_secs: 3600,
             telegram_interval_ms: TG_PACE_MS,
             group_commit: true,
+            json_log: false,
         },
     )
     .await;
@@ -887,6 +896,7 @@ async fn burst(out: &mut Vec<Figure>) {
             poll_interval_secs: 15,
             telegram_interval_ms: TG_PACE_MS,
             group_commit: true,
+            json_log: false,
         },
     )
     .await;
@@ -950,6 +960,211 @@ async fn burst(out: &mut Vec<Figure>) {
     d.stop().await;
 }
 
+/// SPEC §3.7 / issue #15: 10,000 agents waiting at once on `GET /v1/approvals/{id}?wait=300`.
+/// First one waiter per approval, all resolved together; then all 10,000 on one approval. Each
+/// time: the resident memory the held polls add, and the time from a status being recorded to
+/// its waiters' answers. "Recorded" is the daemon's `status changed` log line (JSON, microsecond
+/// timestamps), which the tracker writes just before the commit: the figure includes that
+/// commit, the wake-up, the waiter's read and the HTTP answer.
+async fn longpoll(out: &mut Vec<Figure>) {
+    raise_open_files_limit(WAITERS_N as libc::rlim_t + 2_000);
+    let (ot, tg) = fakes().await;
+    // WAITERS_N approvals for one waiter each, and one more for everyone at once.
+    let approvals = new_approvals(&ot, 0, WAITERS_N + 1);
+    let d = Daemon::start(
+        &ot,
+        &tg,
+        DaemonOptions {
+            poll_interval_secs: 1,
+            telegram_interval_ms: 0,
+            group_commit: true,
+            json_log: true,
+        },
+    )
+    .await;
+    submit_all(
+        &d.hook,
+        approvals.iter().map(|a| a.2.clone()).collect(),
+        AGENTS,
+    )
+    .await;
+    wait_posted(&tg, WAITERS_N + 1).await;
+
+    let each: Vec<String> = approvals[..WAITERS_N].iter().map(|a| a.0.clone()).collect();
+    hold_and_resolve(&d, &ot, &each, "one per approval", out).await;
+    let one = vec![approvals[WAITERS_N].0.clone(); WAITERS_N];
+    hold_and_resolve(&d, &ot, &one, "all on one approval", out).await;
+    d.stop().await;
+}
+
+/// Holds one long poll per entry of `ids` (each on its own connection), measures the memory
+/// they add, then declines every approval in `ids` at once and times each waiter's answer from
+/// its approval's status being recorded.
+async fn hold_and_resolve(
+    d: &Daemon,
+    ot: &FakeOpenTrain,
+    ids: &[String],
+    label: &str,
+    out: &mut Vec<Figure>,
+) {
+    let n = ids.len();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (before, _) = d.memory_kib();
+    // A client of its own, dropped at the end: the daemon's connections close with it.
+    let client = reqwest::Client::new();
+    let polls: Vec<_> = ids
+        .iter()
+        .map(|id| {
+            let request = client
+                .get(format!("{}/v1/approvals/{id}?wait=300", d.hook))
+                .bearer_auth(HOOK_TOKEN);
+            tokio::spawn(async move {
+                let resp = request.send().await.expect("a long poll");
+                let status = resp.status().as_u16();
+                let body: serde_json::Value = resp.json().await.unwrap_or_default();
+                let at = chrono::Utc::now();
+                (status, body, at)
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let metrics = format!("{}/metrics", d.hook);
+    let line = format!("countersign_hook_long_polls {n}\n");
+    loop {
+        let text = reqwest::get(&metrics)
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .unwrap_or_default();
+        if text.contains(&line) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the daemon never held {n} long polls"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let opened = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (held, hwm) = d.memory_kib();
+    let added = held.saturating_sub(before);
+    out.push(
+        fig(
+            &format!("long polls: resident memory added by {n} held, {label}"),
+            mb(added),
+            "MB",
+            1,
+            Target::Info,
+        )
+        .note(format!(
+            "{:.1} KB per waiter; {:.1} MB before, {:.1} MB held, peak {:.1} MB; all held {:.1} s after the first",
+            added as f64 * 1024.0 / 1e3 / n as f64,
+            mb(before),
+            mb(held),
+            mb(hwm),
+            opened.as_secs_f64()
+        )),
+    );
+
+    let mut distinct = ids.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
+    for id in &distinct {
+        ot.resolve(id, "declined", None);
+    }
+    let mut answers = Vec::with_capacity(n);
+    for poll in polls {
+        let (status, body, at) = poll.await.expect("long poll task");
+        assert_eq!(status, 200, "a long poll answered {status}: {body}");
+        assert_eq!(
+            body["status"], "declined",
+            "answered before the outcome: {body}"
+        );
+        let id = body["id"].as_str().expect("an id").to_string();
+        answers.push((id, at));
+    }
+    drop(client);
+    let recorded = recorded_at(d, "declined");
+    let mut latencies: Vec<u64> = answers
+        .iter()
+        .map(|(id, at)| {
+            let t = recorded
+                .get(id)
+                .unwrap_or_else(|| panic!("no `status changed` line for {id}"));
+            (*at - *t).num_microseconds().unwrap_or(0).max(0) as u64
+        })
+        .collect();
+    latencies.sort_unstable();
+    let first = distinct
+        .iter()
+        .filter_map(|id| recorded.get(id))
+        .min()
+        .copied()
+        .expect("a recorded status");
+    let last = answers.iter().map(|(_, at)| *at).max().expect("an answer");
+    let p = |q| percentile(&latencies, q) as f64 / 1000.0;
+    out.push(
+        fig(
+            &format!("long polls: status recorded -> waiter answered, p99 of {n}, {label}"),
+            p(99.0),
+            "ms",
+            1,
+            Target::Info,
+        )
+        .note(format!(
+            "p50 {:.1} ms, max {:.1} ms; first status recorded -> last waiter answered {:.0} ms for {} approval(s)",
+            p(50.0),
+            p(100.0),
+            (last - first).num_microseconds().unwrap_or(0) as f64 / 1000.0,
+            distinct.len()
+        )),
+    );
+}
+
+/// When the daemon recorded each approval's change to `status`: the timestamps of its
+/// `status changed` log lines.
+fn recorded_at(
+    d: &Daemon,
+    status: &str,
+) -> std::collections::HashMap<String, chrono::DateTime<chrono::Utc>> {
+    let log = std::fs::read_to_string(d.dir.path().join("daemon.log")).expect("the daemon log");
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["fields"]["message"] == "status changed" && v["fields"]["to"] == status)
+        .filter_map(|v| {
+            let id = v["fields"]["approval_id"].as_str()?.to_string();
+            let at = chrono::DateTime::parse_from_rfc3339(v["timestamp"].as_str()?).ok()?;
+            Some((id, at.with_timezone(&chrono::Utc)))
+        })
+        .collect()
+}
+
+/// Each held long poll is a socket in this process and one in the daemon (which inherits the
+/// limit): raise the soft limit on open files to the hard one, which must allow `needed`.
+fn raise_open_files_limit(needed: libc::rlim_t) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed to them.
+    unsafe {
+        assert_eq!(
+            libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit),
+            0,
+            "getrlimit"
+        );
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0, "setrlimit");
+    }
+    assert!(
+        limit.rlim_cur >= needed,
+        "the long-poll scenario needs {needed} open files; the hard limit is {} (raise it with ulimit -Hn)",
+        limit.rlim_cur
+    );
+}
+
 fn mb(kib: u64) -> f64 {
     kib as f64 * 1024.0 / 1e6
 }
@@ -1006,6 +1221,10 @@ async fn round(only: &[String]) -> Vec<Figure> {
     }
     if wanted("burst") {
         burst(&mut out).await;
+        flush(&out);
+    }
+    if wanted("longpoll") {
+        longpoll(&mut out).await;
         flush(&out);
     }
     out
@@ -1096,14 +1315,14 @@ fn main() {
             }
             "--only" => only.extend(
                 args.next()
-                    .expect("--only intake,tracking,doorbell,burst")
+                    .expect("--only intake,tracking,doorbell,burst,longpoll")
                     .split(',')
                     .map(String::from),
             ),
             // `cargo bench` passes --bench to every bench target.
             "--bench" => {}
             other => panic!(
-                "unknown argument {other:?}; use --rounds N, --only intake,tracking,doorbell,burst"
+                "unknown argument {other:?}; use --rounds N, --only intake,tracking,doorbell,burst,longpoll"
             ),
         }
     }

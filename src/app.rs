@@ -207,6 +207,7 @@ impl App {
             webhook_secret: settings.opentrain.webhook_secret.clone(),
             app_url,
             max_body_bytes: settings.hook.max_body_bytes,
+            shutdown: stop.clone(),
         });
         tracing::info!(
             hook = %hook.local_addr().map(|a| a.to_string()).unwrap_or_default(),

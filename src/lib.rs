@@ -22,6 +22,7 @@
 pub mod app;
 pub mod approval;
 pub mod check;
+pub mod client;
 pub mod config;
 pub mod delivery;
 #[cfg(feature = "demo")]
@@ -32,6 +33,7 @@ pub mod list;
 pub mod metrics;
 pub mod notify;
 pub mod opentrain;
+pub mod outcome;
 pub mod pair;
 pub mod proxy;
 pub mod reminders;

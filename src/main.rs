@@ -1,9 +1,9 @@
 //! The `countersign` command line.
 
-use std::io::{IsTerminal, Read};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
@@ -91,13 +91,32 @@ enum Command {
         config: Option<PathBuf>,
     },
     /// Hand a 202 body (from FILE, or stdin with - or no FILE) to the running daemon's hook and
-    /// print its answer.
+    /// print its answer. With --wait, then wait for the outcome like `wait`.
     Submit {
         #[arg(short, long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Then wait until the approval ends (or DURATION passes: 90s, 15m, 2h), print its final
+        /// state as JSON and exit with its code, as `wait` does.
+        #[arg(long, value_name = "DURATION", num_args = 0..=1, require_equals = true,
+              value_parser = countersign::client::parse_duration)]
+        wait: Option<Option<Duration>>,
         /// The body to submit; `-` or nothing reads stdin.
         #[arg(value_name = "FILE|-")]
         input: Option<String>,
+    },
+    /// Wait until a tracked approval ends, print its final state as JSON and exit with its code:
+    /// 0 confirmed, 3 declined, 4 expired, 5 superseded, 6 rejected (OpenTrain does not know
+    /// it), 7 still open when --timeout passed, 1 countersign could not be asked. Rides out a
+    /// daemon restart.
+    Wait {
+        #[arg(short, long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// Give up after this long (90s, 15m, 2h) with exit 7; default: until the approval ends.
+        #[arg(long, value_name = "DURATION", value_parser = countersign::client::parse_duration)]
+        timeout: Option<Duration>,
+        /// The approval id (`apr_…`).
+        #[arg(value_name = "ID")]
+        id: String,
     },
 }
 
@@ -131,7 +150,16 @@ fn main() -> ExitCode {
             } => list(config, all, json, limit),
             Command::Pair { config, timeout } => pair(config, timeout).await,
             Command::Health { config } => health(config).await,
-            Command::Submit { config, input } => submit(config, input).await,
+            Command::Submit {
+                config,
+                input,
+                wait,
+            } => submit(config, input, wait).await,
+            Command::Wait {
+                config,
+                timeout,
+                id,
+            } => wait(config, timeout, id).await,
         }
     });
     match result {
@@ -299,19 +327,12 @@ async fn pair(config: Option<PathBuf>, timeout: u64) -> Result<ExitCode> {
     }
 }
 
-/// Where a client reaches a hook listening on `listen` (a wildcard address means this machine).
-fn hook_base(listen: SocketAddr) -> String {
-    let ip = match listen.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    format!("http://{}", SocketAddr::new(ip, listen.port()))
-}
-
 async fn health(config: Option<PathBuf>) -> Result<ExitCode> {
     let settings = Settings::load(config.as_deref())?;
-    let url = format!("{}/healthz", hook_base(settings.hook.listen));
+    let url = format!(
+        "{}/healthz",
+        countersign::client::hook_base(settings.hook.listen)
+    );
     let response = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(5))
         .build()?
@@ -328,36 +349,16 @@ async fn health(config: Option<PathBuf>) -> Result<ExitCode> {
     }
 }
 
-async fn submit(config: Option<PathBuf>, input: Option<String>) -> Result<ExitCode> {
+async fn submit(
+    config: Option<PathBuf>,
+    input: Option<String>,
+    wait: Option<Option<Duration>>,
+) -> Result<ExitCode> {
     let settings = Settings::load(config.as_deref())?;
-    let body = match input.as_deref() {
-        None | Some("-") => {
-            let mut buf = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut buf)
-                .context("cannot read stdin")?;
-            buf
-        }
-        Some(path) => std::fs::read(path).with_context(|| format!("cannot read {path}"))?,
-    };
-    let url = format!("{}/v1/approvals", hook_base(settings.hook.listen));
-    let mut request = reqwest::Client::new()
-        .post(&url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .body(body);
-    if let Some(token) = &settings.hook.token {
-        request = request.bearer_auth(token.expose());
-    }
-    let response = request.send().await.with_context(|| {
-        format!("cannot reach the countersign hook at {url}: is `countersign run` running?")
-    })?;
-    let status = response.status();
-    let text = response.text().await.unwrap_or_default();
-    println!("{text}");
-    if status.is_success() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        eprintln!("countersign: the hook answered {status}");
-        Ok(ExitCode::FAILURE)
-    }
+    Ok(countersign::client::submit(&settings, input.as_deref(), wait).await)
+}
+
+async fn wait(config: Option<PathBuf>, timeout: Option<Duration>, id: String) -> Result<ExitCode> {
+    let settings = Settings::load(config.as_deref())?;
+    Ok(countersign::client::wait(&settings, &id, timeout).await)
 }

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub hook_requests: HistogramVec,
     /// From OpenTrain's createdAt to countersign seeing the approval's terminal status.
     pub resolution: Histogram,
+    /// Long polls (`GET /v1/approvals/{id}?wait=`) being held.
+    pub long_polls: IntGauge,
     approvals: IntGaugeVec,
     pending: IntGauge,
 }
@@ -119,6 +121,14 @@ impl Metrics {
         registry
             .register(Box::new(pending.clone()))
             .expect("unique metric");
+        let long_polls = IntGauge::new(
+            "countersign_hook_long_polls",
+            "Agents waiting on GET /v1/approvals/{id}?wait= right now.",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(long_polls.clone()))
+            .expect("unique metric");
         Metrics {
             registry,
             submissions,
@@ -127,6 +137,7 @@ impl Metrics {
             chat_errors,
             hook_requests,
             resolution,
+            long_polls,
             approvals,
             pending,
         }

@@ -6,10 +6,12 @@
 
 pub mod signature;
 pub mod submission;
+pub mod wait;
 
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -39,6 +41,8 @@ pub struct HookState {
     pub webhook_secret: Option<Secret>,
     pub app_url: String,
     pub max_body_bytes: usize,
+    /// Cancelled at shutdown: held long polls answer at once.
+    pub shutdown: tokio_util::sync::CancellationToken,
 }
 
 /// An error answer: a status and the JSON error body.
@@ -411,23 +415,18 @@ async fn list(
     Ok(Json(json!({ "approvals": views })).into_response())
 }
 
-/// `GET /v1/approvals/{id}`.
+/// `GET /v1/approvals/{id}[?wait=SECS]`; the long poll is in [`wait`].
 async fn show(
     State(state): State<Arc<HookState>>,
     headers: HeaderMap,
     Path(id): Path<String>,
+    query: Result<Query<wait::ShowQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
+    let wait = wait::requested(query)?;
     let id =
         ApprovalId::parse(&id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e))?;
-    match state.store.get(id.as_str()).await.map_err(store_error)? {
-        Some(view) => Ok(Json(view).into_response()),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("approval {id} was never submitted"),
-        )),
-    }
+    wait::show(&state, &id, wait).await
 }
 
 /// `GET /healthz`: 200 when the store takes a durable write.

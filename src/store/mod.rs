@@ -19,6 +19,7 @@
 mod delivery;
 mod intake;
 mod migrations;
+mod status_watch;
 mod track;
 mod verify;
 mod views;
@@ -26,6 +27,7 @@ mod writer;
 
 pub use delivery::{ApprovalRecord, DeliveryJob, DeliveryOutcome};
 pub use intake::{Inserted, NewSubmission};
+pub use status_watch::{StatusChanges, StatusWatch};
 pub use track::{ReadJob, ReadOutcome};
 pub use verify::{VerifyJob, VerifyOutcome, VerifyRecorded};
 pub use views::{ApprovalView, DeliveryView, list_read_only};
@@ -85,6 +87,8 @@ pub struct Signals {
     pub verify: Notify,
     pub reads: Notify,
     deliveries: Mutex<HashMap<String, Arc<Notify>>>,
+    /// Waiters on one approval's status (the hook's long poll).
+    pub status: StatusWatch,
 }
 
 impl Signals {
@@ -95,6 +99,10 @@ impl Signals {
             .entry(channel.to_string())
             .or_default()
             .clone()
+    }
+    /// Wakes whoever waits on approval `id`: call it after the commit that changed its status.
+    fn status_changed(&self, id: &str) {
+        self.status.announce(id);
     }
     fn wake_deliveries(&self) {
         for n in self.deliveries.lock().expect("signals lock").values() {

@@ -105,6 +105,7 @@ impl Store {
         outcome: ReadOutcome,
         now: i64,
     ) -> Result<(), StoreError> {
+        let watched = id.to_string();
         let id = id.to_string();
         let changed = self
             .write(move |c| match outcome {
@@ -165,6 +166,7 @@ impl Store {
             })
             .await?;
         if changed {
+            self.inner.signals.status_changed(&watched);
             self.inner.signals.wake_deliveries();
         }
         Ok(())

@@ -85,7 +85,9 @@ impl Store {
         channels: &[&'static str],
         now: i64,
     ) -> Result<VerifyRecorded, StoreError> {
+        let status_changes = !matches!(outcome, VerifyOutcome::Retry { .. });
         let id = id.to_string();
+        let watched = id.clone();
         let channels: Vec<&'static str> = channels.to_vec();
         let recorded = self
             .write(move |c| {
@@ -188,6 +190,9 @@ impl Store {
                 Ok(recorded)
             })
             .await?;
+        if status_changes {
+            self.inner.signals.status_changed(&watched);
+        }
         if recorded.deliveries_created {
             self.inner.signals.wake_deliveries();
         }

@@ -16,3 +16,4 @@ mod proxy;
 mod reliability;
 mod security;
 mod tracking;
+mod wait;

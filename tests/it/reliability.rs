@@ -180,7 +180,7 @@ async fn webhook_route_is_absent_without_a_secret() {
     assert_eq!(status, 404, "{answer}");
 }
 
-async fn hire(app: &TestApp, proposal: &str, amount: u32) -> Value {
+pub(crate) async fn hire(app: &TestApp, proposal: &str, amount: u32) -> Value {
     let (status, body) = app
         .opentrain_post(
             &format!("/proposals/{proposal}/hire"),
