@@ -33,6 +33,7 @@ pub mod pair;
 pub mod proxy;
 pub mod reminders;
 pub mod store;
+pub mod text;
 pub mod tracker;
 pub mod verify;
 pub mod worker;

@@ -34,7 +34,6 @@
 //! and between any two pieces of its body; there is no cap on a whole body, so a slow large
 //! download is not cut while it keeps moving.
 
-use std::error::Error as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +53,7 @@ use tokio_util::task::TaskTracker;
 use crate::approval::ApprovalId;
 use crate::intake::accept_submission;
 use crate::store::Store;
+use crate::text::error_chain;
 use crate::worker::now_ms;
 
 /// OpenTrain's public API prefix: put in front of paths that are not under `/api/`.
@@ -335,14 +335,7 @@ fn gateway_error(status: StatusCode, code: &str, message: String) -> Response {
 /// carry a query the agent would not want repeated) and headers never appear in errors.
 fn upstream_failure(method: &Method, path: &str, e: reqwest::Error) -> Response {
     let timeout = e.is_timeout();
-    let e = e.without_url();
-    let mut reason = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        reason.push_str(": ");
-        reason.push_str(&s.to_string());
-        source = s.source();
-    }
+    let reason = error_chain(&e.without_url());
     if timeout {
         tracing::warn!(%method, path, error = %reason, "proxy: OpenTrain did not answer in time; answered 504");
         gateway_error(

@@ -15,6 +15,7 @@ use teloxide::{ApiError, RequestError};
 use super::render::{AmountSource, format_utc};
 use super::{Card, CardState, MessageRef, Notifier, NotifyError};
 use crate::config::TelegramSettings;
+use crate::text::html_escape as esc;
 
 pub struct Telegram {
     bot: Bot,
@@ -59,12 +60,6 @@ fn keyboard(card: &Card) -> InlineKeyboardMarkup {
         // An empty keyboard removes the button from an edited message.
         _ => InlineKeyboardMarkup::default(),
     }
-}
-
-fn esc(s: &str) -> String {
-    // teloxide's escape covers < > &; quotes matter only inside attributes, which carry no
-    // outside text here.
-    teloxide::utils::html::escape(s)
 }
 
 /// The message text in Telegram's HTML.

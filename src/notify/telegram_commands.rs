@@ -20,6 +20,7 @@ use crate::approval::{Kind, Usd, parse_time};
 use crate::notify::render::{clean, relative};
 use crate::opentrain::backoff;
 use crate::store::{ApprovalView, Store};
+use crate::text::html_escape as esc;
 use crate::worker::{Pacer, sleep_or_cancel};
 
 /// How many approvals one `/pending` answer lists (Telegram's 4096-character limit).
@@ -32,10 +33,6 @@ pub struct OwnerCommands {
     pub app_url: String,
     /// The chat's pace, shared with delivery: an answer waits its turn like any message.
     pub pacer: Pacer,
-}
-
-fn esc(s: &str) -> String {
-    teloxide::utils::html::escape(s)
 }
 
 /// The answer to `/help`.
