@@ -1,46 +1,22 @@
 //! Settings: built-in defaults, then the TOML file, then `COUNTERSIGN__SECTION__KEY` environment
 //! variables, validated once at start-up. Every failure names the key the operator has to fix, and
-//! no secret ever leaves this module in a printable form (see [`Secret`]).
+//! no secret ever leaves this module in a printable form: tokens are [`SecretString`]s, whose
+//! `Debug` prints `[REDACTED]` and which have no `Display`; code that needs the value calls
+//! [`ExposeSecret::expose_secret`].
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::Url;
+pub use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The config file `run` and the other commands read when `-c` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "countersign.toml";
 /// The prefix of environment overrides: `COUNTERSIGN__TELEGRAM__BOT_TOKEN` sets `telegram.bot_token`.
 pub const ENV_PREFIX: &str = "COUNTERSIGN";
-
-/// A secret (token, webhook secret). Its `Debug` and `Display` print `[redacted]`, so it cannot end
-/// up in a log line or an error by accident; code that needs the value calls [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
 
 /// A configuration problem, always tied to the key that causes it.
 #[derive(Debug, thiserror::Error)]
@@ -74,7 +50,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct HookSettings {
     pub listen: SocketAddr,
-    pub token: Option<Secret>,
+    pub token: Option<SecretString>,
     pub allow_anonymous_loopback: bool,
     pub max_body_bytes: usize,
 }
@@ -84,9 +60,9 @@ pub struct OpenTrainSettings {
     pub api_url: Url,
     /// Without a trailing slash: links are `<app_url>/approvals/<id>`.
     pub app_url: String,
-    pub token: Option<Secret>,
+    pub token: Option<SecretString>,
     pub poll_interval: Duration,
-    pub webhook_secret: Option<Secret>,
+    pub webhook_secret: Option<SecretString>,
     pub request_timeout: Duration,
 }
 
@@ -100,7 +76,7 @@ pub struct StoreSettings {
 
 #[derive(Debug, Clone)]
 pub struct TelegramSettings {
-    pub bot_token: Secret,
+    pub bot_token: SecretString,
     pub chat_id: i64,
     pub api_url: Url,
     /// The least time between two requests to the owner's chat (Telegram allows about one message
@@ -120,7 +96,7 @@ pub enum DiscordTarget {
 
 #[derive(Debug, Clone)]
 pub struct DiscordSettings {
-    pub bot_token: Secret,
+    pub bot_token: SecretString,
     pub target: DiscordTarget,
     /// `None` means the real Discord, with serenity's own rate limiter.
     pub api_url: Option<Url>,
@@ -381,7 +357,7 @@ impl Settings {
     /// What `countersign pair` needs: the Telegram bot token and API URL, before any chat id is
     /// known (the rest of the config is validated as usual, except that `telegram.chat_id` may be
     /// missing).
-    pub fn load_for_pairing(path: Option<&Path>) -> Result<(Secret, Url), ConfigError> {
+    pub fn load_for_pairing(path: Option<&Path>) -> Result<(SecretString, Url), ConfigError> {
         let (toml, env) = read_sources(path)?;
         let raw = raw_settings(toml.as_deref(), env)?;
         let token = secret(
@@ -401,7 +377,7 @@ impl Settings {
     }
 
     /// The token countersign itself uses against OpenTrain; `run` and `check` cannot work without it.
-    pub fn opentrain_token(&self) -> Result<&Secret, ConfigError> {
+    pub fn opentrain_token(&self) -> Result<&SecretString, ConfigError> {
         self.opentrain.token.as_ref().ok_or_else(|| {
             ConfigError::new(
                 "opentrain.token",
@@ -485,7 +461,7 @@ fn secret(
     key: &str,
     inline: Option<String>,
     file: Option<PathBuf>,
-) -> Result<Option<Secret>, ConfigError> {
+) -> Result<Option<SecretString>, ConfigError> {
     match (inline, file) {
         (Some(_), Some(_)) => Err(ConfigError::new(
             key,
@@ -495,7 +471,7 @@ fn secret(
             if v.trim().is_empty() {
                 Err(ConfigError::new(key, "is empty"))
             } else {
-                Ok(Some(Secret(v)))
+                Ok(Some(SecretString::new(v)))
             }
         }
         (None, Some(path)) => {
@@ -512,7 +488,7 @@ fn secret(
                     format!("{} is empty", path.display()),
                 ));
             }
-            Ok(Some(Secret(v)))
+            Ok(Some(SecretString::new(v)))
         }
         (None, None) => Ok(None),
     }

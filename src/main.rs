@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use countersign::App;
-use countersign::config::{LogFormat, Settings};
+use countersign::config::{ExposeSecret, LogFormat, Settings};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -269,7 +269,7 @@ async fn submit(config: Option<PathBuf>, input: Option<String>) -> Result<ExitCo
         .header(reqwest::header::CONTENT_TYPE, "application/json")
         .body(body);
     if let Some(token) = &settings.hook.token {
-        request = request.bearer_auth(token.expose());
+        request = request.bearer_auth(token.expose_secret());
     }
     let response = request.send().await.with_context(|| {
         format!("cannot reach the countersign hook at {url}: is `countersign run` running?")

@@ -10,7 +10,7 @@ use teloxide::prelude::*;
 use teloxide::types::{AllowedUpdate, UpdateKind};
 use teloxide::{ApiError, RequestError};
 
-use crate::config::Secret;
+use crate::config::{ExposeSecret, SecretString};
 
 /// What pairing found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,7 +41,7 @@ pub fn is_pairing_message(text: &str, code: &str) -> bool {
 
 /// Waits up to `timeout` for `/start <code>`; writes progress to `out`.
 pub async fn pair(
-    token: &Secret,
+    token: &SecretString,
     api_url: reqwest::Url,
     code: &str,
     timeout: Duration,
@@ -50,7 +50,7 @@ pub async fn pair(
     let mut url = api_url;
     let trimmed = url.path().trim_end_matches('/').to_string();
     url.set_path(&trimmed);
-    let bot = Bot::new(token.expose()).set_api_url(url);
+    let bot = Bot::new(token.expose_secret()).set_api_url(url);
     let me = bot.get_me().await.map_err(|e| match e {
         RequestError::Api(ApiError::InvalidToken) => {
             "Telegram refused telegram.bot_token (Unauthorized): copy it again from @BotFather"

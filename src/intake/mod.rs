@@ -22,7 +22,7 @@ use serde_json::json;
 use subtle::ConstantTimeEq;
 
 use crate::approval::ApprovalId;
-use crate::config::Secret;
+use crate::config::{ExposeSecret, SecretString};
 use crate::metrics::Metrics;
 use crate::store::{NewSubmission, Store};
 use crate::worker::now_ms;
@@ -34,9 +34,9 @@ pub struct HookState {
     pub metrics: Arc<Metrics>,
     /// `GET /metrics` without a token: only when the hook listens on loopback.
     pub metrics_open: bool,
-    pub token: Option<Secret>,
+    pub token: Option<SecretString>,
     /// `opentrain.webhook_secret`: when set, `POST /v1/opentrain/webhook` takes signed deliveries.
-    pub webhook_secret: Option<Secret>,
+    pub webhook_secret: Option<SecretString>,
     pub app_url: String,
     pub max_body_bytes: usize,
 }
@@ -170,7 +170,9 @@ fn authorize(state: &HookState, headers: &HeaderMap) -> Result<(), ApiError> {
         })
         .map(str::trim);
     match given {
-        Some(token) if bool::from(token.as_bytes().ct_eq(expected.expose().as_bytes())) => Ok(()),
+        Some(token) if bool::from(token.as_bytes().ct_eq(expected.expose_secret().as_bytes())) => {
+            Ok(())
+        }
         Some(_) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -349,7 +351,7 @@ async fn webhook(
         .get("x-opentrain-signature")
         .and_then(|v| v.to_str().ok());
     let now = now_ms() / 1000;
-    if let Err(e) = signature::verify(&[secret.expose().as_bytes()], header, &bytes, now) {
+    if let Err(e) = signature::verify(&[secret.expose_secret().as_bytes()], header, &bytes, now) {
         tracing::warn!(reason = %e, "webhook: delivery refused");
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

@@ -3,6 +3,7 @@
 //! preview. The bot token sits in the request path; teloxide scrubs it from its network errors and
 //! nothing here formats a request URL.
 
+use std::fmt;
 use std::time::Duration;
 
 use teloxide::prelude::*;
@@ -14,13 +15,23 @@ use teloxide::{ApiError, RequestError};
 
 use super::render::{AmountSource, format_utc};
 use super::{Card, CardState, MessageRef, Notifier, NotifyError};
-use crate::config::TelegramSettings;
+use crate::config::{ExposeSecret, TelegramSettings};
 use crate::text::html_escape as esc;
 
 pub struct Telegram {
     bot: Bot,
     chat: ChatId,
     min_interval: Duration,
+}
+
+/// Written by hand: teloxide's `Bot` derives `Debug` with the token in it.
+impl fmt::Debug for Telegram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Telegram")
+            .field("chat", &self.chat.0)
+            .field("min_interval", &self.min_interval)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Telegram {
@@ -30,7 +41,7 @@ impl Telegram {
         let trimmed = url.path().trim_end_matches('/').to_string();
         url.set_path(&trimmed);
         Telegram {
-            bot: Bot::new(settings.bot_token.expose()).set_api_url(url),
+            bot: Bot::new(settings.bot_token.expose_secret()).set_api_url(url),
             chat: ChatId(settings.chat_id),
             min_interval: settings.min_send_interval,
         }

@@ -35,6 +35,16 @@ pub struct OwnerCommands {
     pub pacer: Pacer,
 }
 
+/// Written by hand: teloxide's `Bot` derives `Debug` with the token in it.
+impl std::fmt::Debug for OwnerCommands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnerCommands")
+            .field("chat", &self.chat.0)
+            .field("app_url", &self.app_url)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The answer to `/help`.
 pub fn help_html() -> String {
     "<b>countersign</b> brings your agents' OpenTrain spending requests here for you to sign.\n\

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use countersign::config::{DiscordTarget, Synchronous};
+use countersign::config::{DiscordTarget, ExposeSecret, Synchronous};
 use countersign::{App, Settings};
 
 fn load(toml: &str) -> Result<Settings, countersign::config::ConfigError> {
@@ -102,7 +102,7 @@ fn environment_overrides_the_file() {
     let s = Settings::from_toml_and_env(Some(MINIMAL), env).unwrap();
     let tg = s.telegram.unwrap();
     assert_eq!(tg.chat_id, -1001);
-    assert_eq!(tg.bot_token.expose(), "123:abc");
+    assert_eq!(tg.bot_token.expose_secret(), "123:abc");
     assert_eq!(
         tg.min_send_interval.as_millis(),
         3000,
@@ -123,7 +123,10 @@ fn secrets_can_come_from_files() {
         path.display()
     ))
     .unwrap();
-    assert_eq!(s.opentrain.token.unwrap().expose(), "ot_pat_from_file");
+    assert_eq!(
+        s.opentrain.token.unwrap().expose_secret(),
+        "ot_pat_from_file"
+    );
 }
 
 #[test]

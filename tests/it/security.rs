@@ -1,6 +1,6 @@
 //! Secrets stay secret: no token in an error, a log line, or the hook's answers.
 
-use countersign::config::Secret;
+use countersign::config::SecretString;
 use serde_json::json;
 
 use crate::support::*;
@@ -62,20 +62,56 @@ async fn forced_errors_on_every_outbound_client_reveal_no_token() {
     assert_no_secret("the logs", &text);
 }
 
-#[test]
-fn secrets_print_as_redacted() {
-    let s = Secret::new("ot_pat_abc");
-    assert_eq!(format!("{s}"), "[redacted]");
-    assert_eq!(format!("{s:?}"), "[redacted]");
-    let settings = countersign::Settings::from_toml_and_env(
+/// Settings holding the hook, OpenTrain and Telegram tokens of the tests.
+fn settings_with_secrets() -> countersign::Settings {
+    countersign::Settings::from_toml_and_env(
         Some(&format!(
             "[hook]\ntoken = \"{HOOK_TOKEN}\"\n[opentrain]\ntoken = \"{OT_TOKEN}\"\n\
              [telegram]\nbot_token = \"{TG_TOKEN}\"\nchat_id = 1\n"
         )),
         Default::default(),
     )
-    .unwrap();
+    .unwrap()
+}
+
+#[test]
+fn secrets_print_as_redacted() {
+    let s = SecretString::new(OT_TOKEN.into());
+    assert_no_secret("a SecretString's Debug", &format!("{s:?}"));
+    let settings = settings_with_secrets();
     assert_no_secret("Settings' Debug", &format!("{settings:?}"));
+}
+
+/// teloxide's `Bot` prints its token in `Debug`; the app's clients that hold one must not.
+#[tokio::test]
+async fn no_client_of_the_app_prints_a_token_in_debug() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = settings_with_secrets();
+    let telegram =
+        countersign::notify::telegram::Telegram::new(settings.telegram.as_ref().unwrap());
+    assert!(
+        format!("{:?}", telegram.bot()).contains(TG_TOKEN),
+        "teloxide's Bot no longer prints its token: this test no longer needs the hand-written Debug"
+    );
+    assert_no_secret("Telegram's Debug", &format!("{telegram:?}"));
+    let commands = countersign::notify::telegram_commands::OwnerCommands {
+        bot: telegram.bot().clone(),
+        chat: teloxide::types::ChatId(1),
+        store: countersign::store::Store::open(&countersign::store::StoreOptions::new(
+            dir.path().join("x.db"),
+            countersign::config::Synchronous::Normal,
+        ))
+        .unwrap(),
+        app_url: APP_URL.into(),
+        pacer: countersign::worker::Pacer::new(std::time::Duration::ZERO),
+    };
+    assert_no_secret("OwnerCommands' Debug", &format!("{commands:?}"));
+    let opentrain = countersign::opentrain::OpenTrain::new(
+        &settings.opentrain,
+        settings.opentrain_token().unwrap().clone(),
+    )
+    .unwrap();
+    assert_no_secret("OpenTrain's Debug", &format!("{opentrain:?}"));
 }
 
 #[tokio::test]
