@@ -5,7 +5,7 @@
 //! [`ExposeSecret::expose_secret`].
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -106,6 +106,7 @@ pub struct DiscordSettings {
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     pub enabled: bool,
+    /// Loopback unless `proxy.allow_remote = true` (checked in [`RawSettings::validate`]).
     pub listen: SocketAddr,
 }
 
@@ -289,6 +290,7 @@ impl Default for RawReminders {
 struct RawProxy {
     enabled: bool,
     listen: String,
+    allow_remote: bool,
 }
 
 impl Default for RawProxy {
@@ -296,6 +298,7 @@ impl Default for RawProxy {
         RawProxy {
             enabled: false,
             listen: "127.0.0.1:8751".into(),
+            allow_remote: false,
         }
     }
 }
@@ -503,6 +506,9 @@ fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
+/// An `https` URL, or `http` to a loopback host: tokens travel in these requests (the Telegram
+/// token in the path, OpenTrain's in a header) and the owner signs in at the app URL, so none of
+/// them may cross a network in clear text.
 fn http_url(key: &str, value: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(value)
         .map_err(|e| ConfigError::new(key, format!("{value:?} is not a URL: {e}")))?;
@@ -512,6 +518,15 @@ fn http_url(key: &str, value: &str) -> Result<Url, ConfigError> {
             format!("{value:?} must be an http(s) URL with a host"),
         ));
     }
+    if url.scheme() == "http" && !is_loopback_host(&url) {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "{value:?} must be https: plain http is allowed only to a loopback address \
+                 (127.0.0.1, ::1, localhost), so no token crosses a network in clear text"
+            ),
+        ));
+    }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(ConfigError::new(
             key,
@@ -519,6 +534,14 @@ fn http_url(key: &str, value: &str) -> Result<Url, ConfigError> {
         ));
     }
     Ok(url)
+}
+
+fn is_loopback_host(url: &Url) -> bool {
+    // The URL parser has already normalised IPv4 forms ("127.1") and brackets IPv6 hosts.
+    let host = url.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Parses `24h`, `90m`, `1h 30m` (humantime).
@@ -720,6 +743,18 @@ impl RawSettings {
             enabled: self.proxy.enabled,
             listen: socket_addr("proxy.listen", &self.proxy.listen)?,
         };
+        // Whoever reaches the proxy can have approvals taken in and shown to the owner.
+        if !proxy.listen.ip().is_loopback() && !self.proxy.allow_remote {
+            return Err(ConfigError::new(
+                "proxy.listen",
+                format!(
+                    "{} is not a loopback address: anyone who can reach it could send requests through \
+                     it and have approvals shown to the owner; listen on 127.0.0.1, or set \
+                     proxy.allow_remote = true if that is really meant",
+                    proxy.listen
+                ),
+            ));
+        }
 
         let format = match self.log.format.to_ascii_lowercase().as_str() {
             "human" | "text" => LogFormat::Human,

@@ -196,6 +196,63 @@ fn invalid_config_names_the_key() {
     assert!(load("[hook]\nallow_anonymous_loopback = true\n").is_ok());
 }
 
+#[test]
+fn plain_http_is_refused_except_to_loopback_naming_the_key() {
+    let with = |section: &str, key: &str, url: &str| {
+        let extra = match section {
+            "telegram" => "chat_id = 1\nbot_token = \"1:a\"\n",
+            "discord" => "user_id = 1\nbot_token = \"d\"\n",
+            _ => "",
+        };
+        load(&format!(
+            "[hook]\ntoken = \"t\"\n[{section}]\n{extra}{key} = \"{url}\"\n"
+        ))
+    };
+    for (section, key) in [
+        ("opentrain", "api_url"),
+        ("opentrain", "app_url"),
+        ("telegram", "api_url"),
+        ("discord", "api_url"),
+    ] {
+        for url in [
+            "http://api.example.com",
+            "http://10.0.0.5:8080/x",
+            "http://localhost.example.com",
+            "http://[2001:db8::1]/",
+        ] {
+            let err = with(section, key, url).expect_err(url);
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("{section}.{key}")) && text.contains("https"),
+                "{url}: {text}"
+            );
+        }
+        for url in [
+            "https://api.example.com",
+            "http://127.0.0.1:9000",
+            "http://127.0.0.2/base",
+            "http://[::1]:9000",
+            "http://localhost:9000",
+        ] {
+            with(section, key, url).unwrap_or_else(|e| panic!("{section}.{key} = {url}: {e}"));
+        }
+    }
+}
+
+#[test]
+fn a_proxy_outside_loopback_needs_allow_remote() {
+    let err = load("[hook]\ntoken = \"t\"\n[proxy]\nenabled = true\nlisten = \"0.0.0.0:8751\"\n")
+        .expect_err("a remote proxy without allow_remote");
+    assert!(err.to_string().contains("proxy.listen"), "{err}");
+    assert!(err.to_string().contains("proxy.allow_remote"), "{err}");
+    let s = load(
+        "[hook]\ntoken = \"t\"\n[proxy]\nenabled = true\nlisten = \"0.0.0.0:8751\"\nallow_remote = true\n",
+    )
+    .unwrap();
+    assert_eq!(s.proxy.listen.to_string(), "0.0.0.0:8751");
+    assert!(load("[hook]\ntoken = \"t\"\n[proxy]\nlisten = \"[::1]:8751\"\n").is_ok());
+}
+
 #[tokio::test]
 async fn a_missing_opentrain_token_stops_start_up_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
