@@ -19,6 +19,7 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::approval::ApprovalId;
@@ -155,8 +156,9 @@ async fn metrics(
         .into_response())
 }
 
-/// `Authorization: Bearer <hook.token>`, compared in constant time. Without a configured token
-/// (only allowed on loopback) every caller is let in.
+/// `Authorization: Bearer <hook.token>`. The SHA-256 digests of the given and the expected token
+/// are compared, in constant time: neither the token's content nor its length shows in how long a
+/// refusal takes. Without a configured token (only allowed on loopback) every caller is let in.
 fn authorize(state: &HookState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &state.token else {
         return Ok(());
@@ -170,9 +172,7 @@ fn authorize(state: &HookState, headers: &HeaderMap) -> Result<(), ApiError> {
         })
         .map(str::trim);
     match given {
-        Some(token) if bool::from(token.as_bytes().ct_eq(expected.expose_secret().as_bytes())) => {
-            Ok(())
-        }
+        Some(token) if same_token(token, expected.expose_secret()) => Ok(()),
         Some(_) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -184,6 +184,12 @@ fn authorize(state: &HookState, headers: &HeaderMap) -> Result<(), ApiError> {
             "send Authorization: Bearer <hook.token>",
         )),
     }
+}
+
+fn same_token(given: &str, expected: &str) -> bool {
+    let given = Sha256::digest(given.as_bytes());
+    let expected = Sha256::digest(expected.as_bytes());
+    bool::from(given.ct_eq(&expected))
 }
 
 /// Reads the body, refusing it with 413 as soon as it passes the limit (without buffering more).
@@ -443,6 +449,26 @@ async fn healthz(State(state): State<Arc<HookState>>) -> Response {
                 Json(json!({"error": "store_unavailable", "message": "the store is not writable"})),
             )
                 .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_whole_token_matches_whatever_the_lengths() {
+        let token = "hook-token-0001";
+        assert!(same_token(token, token));
+        for other in [
+            "",
+            "hook-token-000",
+            "hook-token-00011",
+            "HOOK-TOKEN-0001",
+            "x",
+        ] {
+            assert!(!same_token(other, token), "{other:?}");
         }
     }
 }
