@@ -1,6 +1,8 @@
-//! Telegram, through teloxide: HTML parse mode with every dynamic value escaped, agent text shown
-//! as code (so Telegram neither formats nor auto-links it), a URL button to the approval, no link
-//! preview. The bot token sits in the request path; teloxide scrubs it from its network errors and
+//! Telegram, through teloxide: HTML parse mode with every dynamic value escaped, every piece of
+//! outside text (the agent's words and what third parties wrote on OpenTrain, see
+//! [`super::render`]) shown as code — Telegram finds links, bare domains, e-mail addresses and
+//! `@mentions` in plain text by itself, but never inside code — a URL button to the approval as the
+//! only link, and no link preview. The bot token sits in the request path; teloxide scrubs it from its network errors and
 //! nothing here formats a request URL.
 
 use std::fmt;
@@ -73,6 +75,12 @@ fn keyboard(card: &Card) -> InlineKeyboardMarkup {
     }
 }
 
+/// Outside text as Telegram shows it literally: escaped, in code, where Telegram neither formats
+/// nor finds links or mentions.
+fn code(s: &str) -> String {
+    format!("<code>{}</code>", esc(s))
+}
+
 /// The message text in Telegram's HTML.
 pub fn html(card: &Card) -> String {
     let mut out = String::new();
@@ -103,15 +111,7 @@ pub fn html(card: &Card) -> String {
         out.push('\n');
     }
     for fact in &card.facts {
-        if fact.from_agent {
-            out.push_str(&format!(
-                "{}: <code>{}</code>\n",
-                fact.label,
-                esc(&fact.value)
-            ));
-        } else {
-            out.push_str(&format!("{}: {}\n", fact.label, esc(&fact.value)));
-        }
+        out.push_str(&format!("{}: {}\n", fact.label, code(&fact.value)));
     }
     match &card.state {
         CardState::Pending => {
@@ -121,13 +121,13 @@ pub fn html(card: &Card) -> String {
         }
         CardState::Confirmed { evidence, .. } => {
             for (k, v) in evidence {
-                out.push_str(&format!("{}: <code>{}</code>\n", esc(k), esc(v)));
+                out.push_str(&format!("{}: {}\n", esc(k), code(v)));
             }
         }
         CardState::Superseded { by } => {
             out.push_str("Replaced by a newer hire request for the same proposal");
             if let Some(by) = by {
-                out.push_str(&format!(" (<code>{}</code>)", esc(by)));
+                out.push_str(&format!(" ({})", code(by)));
             }
             out.push('\n');
         }

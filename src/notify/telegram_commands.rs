@@ -17,7 +17,7 @@ use teloxide::{ApiError, RequestError};
 use tokio_util::sync::CancellationToken;
 
 use crate::approval::{Kind, Usd, parse_time};
-use crate::notify::render::{clean, relative};
+use crate::notify::render::{identifier, relative};
 use crate::opentrain::backoff;
 use crate::store::{ApprovalView, Store};
 use crate::text::html_escape as esc;
@@ -69,7 +69,7 @@ pub fn pending_html(views: &[ApprovalView], app_url: &str) -> String {
     for v in views.iter().take(MAX_LISTED) {
         let what = Kind::parse(&v.kind)
             .map(|k| k.headline().to_string())
-            .unwrap_or_else(|| clean(&v.kind, 40));
+            .unwrap_or_else(|| identifier(&v.kind, 40));
         let amount = v
             .amount
             .as_deref()

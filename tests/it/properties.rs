@@ -2,13 +2,14 @@
 //! over the parsers of everything that comes from outside: hook bodies, event bodies, signature
 //! headers, the config, and the rendering of agent-supplied text.
 
-use countersign::approval::{AgentContext, RequestedMilestone, Status};
+use countersign::approval::{AgentContext, MoneyContext, RequestedMilestone, Status, WireApproval};
 use countersign::intake::signature;
 use countersign::intake::submission::{parse_event, parse_submission};
 use countersign::notify::Card;
-use countersign::notify::render::clean;
-use countersign::notify::telegram::html;
+use countersign::notify::render::{MAX_VALUE_CHARS, clean};
+use countersign::notify::telegram::{html, reminder_html};
 use countersign::store::ApprovalRecord;
+use countersign_fakes::telegram::parse_html_message;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
@@ -58,6 +59,26 @@ fn json_value() -> impl Strategy<Value = Value> {
             .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     })
+}
+
+/// Text as other people write it: anything at all, or made of what links, mentions and markup are
+/// made of, or one of the lures that matter.
+fn outside_text() -> impl Strategy<Value = String> {
+    prop_oneof![
+        ".{0,80}",
+        "[a-zA-Z0-9@.:/#?&<>\"' _-]{0,60}",
+        prop_oneof![
+            Just("https://app-opentrain.support/approve"),
+            Just("evil.example/x"),
+            Just("Review at www.opentrain-pay.com now"),
+            Just("@everyone"),
+            Just("billing@opentrain-pay.co"),
+            Just("tg://resolve?domain=evil_bot"),
+            Just("<a href=\"https://evil.example\">Approve</a>"),
+            Just("10.0.0.1:8080/pay"),
+        ]
+        .prop_map(String::from),
+    ]
 }
 
 proptest! {
@@ -115,38 +136,86 @@ proptest! {
         let _ = countersign::Settings::from_toml_and_env(Some(&text), Default::default());
     }
 
-    /// Whatever the agent writes, Telegram parses the message and shows the words as written:
-    /// no tag, entity or link of the agent's survives as markup.
+    /// Whatever the agent and third parties on OpenTrain write, in any field, Telegram accepts
+    /// the message and shows the words as written, and nothing in it links, mentions or
+    /// e-mails: not through markup, nor through the links Telegram finds in plain text by itself.
+    /// The only link is the approval button.
     #[test]
-    fn agent_text_always_arrives_as_text_on_telegram(agent in ".{0,60}", note in ".{0,300}", name in ".{0,60}") {
-        let wire = serde_json::from_value(json!({"id": "apr_1", "type": "proposal_hire"})).unwrap();
+    fn outside_text_never_links_on_telegram(
+        id in "[A-Za-z0-9_-]{1,40}",
+        kind in outside_text(),
+        status in prop_oneof![
+            Just(Status::Pending),
+            Just(Status::Confirmed),
+            Just(Status::Superseded),
+            outside_text().prop_map(Status::Other),
+        ],
+        agent in outside_text(),
+        note in outside_text(),
+        requested in prop::collection::vec(outside_text(), 4),
+        context in prop::collection::vec(outside_text(), 8),
+        evidence in (outside_text(), outside_text()),
+        superseded_by in outside_text(),
+    ) {
+        let upstream = WireApproval {
+            kind: kind.clone(),
+            result: Some(json!({ evidence.0.clone(): evidence.1.clone() })),
+            ..serde_json::from_value(json!({"id": id, "type": "milestone_fund"})).unwrap()
+        };
         let record = ApprovalRecord {
-            id: "apr_1".into(),
-            kind: "proposal_hire".into(),
-            status: Status::Pending,
+            id: id.clone(),
+            kind: kind.clone(),
+            status,
             version: 1,
             reminder_seq: 0,
-            submitted: wire,
+            submitted: upstream.clone(),
             agent: AgentContext {
-                agent: Some(agent.clone()),
-                note: Some(note.clone()),
-                milestone: Some(RequestedMilestone { name: Some(name.clone()), amount: Some("12.5".into()), ..Default::default() }),
+                agent: Some(agent),
+                note: Some(note),
+                milestone: Some(RequestedMilestone {
+                    name: Some(requested[0].clone()),
+                    description: Some(requested[1].clone()),
+                    amount: Some(requested[2].clone()),
+                    due_date: Some(requested[3].clone()),
+                }),
             },
-            upstream: None,
-            context: None,
-            superseded_by: None,
+            upstream: Some(upstream),
+            context: Some(MoneyContext {
+                amount: Some(context[0].clone()),
+                contract_title: Some(context[1].clone()),
+                job_title: Some(context[2].clone()),
+                milestone_name: Some(context[3].clone()),
+                milestone_due: Some(context[4].clone()),
+                trainer: Some(context[5].clone()),
+                bid: Some(context[6].clone()),
+                funded_milestones: Some(2),
+                missing: Some(context[7].clone()),
+            }),
+            superseded_by: Some(superseded_by),
         };
         let card = Card::from_record(&record, APP, chrono::Utc::now());
-        let text = html(&card);
-        let (visible, entities) = countersign_fakes::telegram::parse_html(&text)
-            .map_err(|e| TestCaseError::fail(format!("Telegram would refuse it: {e}\n{text}")))?;
-        for (value, max) in [(&agent, 100), (&note, 800), (&name, 300)] {
-            let shown = clean(value, max);
-            prop_assert!(visible.contains(shown.trim()), "{shown:?} not shown literally in {visible:?}");
+        for (what, text) in [("message", html(&card)), ("reminder", reminder_html(&card))] {
+            let (visible, entities) = parse_html_message(&text)
+                .map_err(|e| TestCaseError::fail(format!("Telegram would refuse the {what}: {e}\n{text}")))?;
+            for e in &entities {
+                prop_assert!(
+                    !["url", "email", "mention", "text_link", "text_mention"].contains(&e["type"].as_str().unwrap_or("")),
+                    "the {} links: {} in {:?}", what, e, visible
+                );
+            }
+            prop_assert!(visible.encode_utf16().count() <= 4096);
+            if what == "message" {
+                for fact in &card.facts {
+                    prop_assert!(visible.contains(&fact.value), "{:?} not shown literally in {:?}", fact.value, visible);
+                }
+            }
         }
-        for e in &entities {
-            prop_assert!(e["type"] != "text_link", "a link entity: {e}");
+        // Third-party titles and names reach the card (and so the message) as written, cleaned.
+        for (value, label) in [(&context[1], "Contract"), (&context[2], "Job"), (&context[5], "Trainer")] {
+            let shown = clean(value, MAX_VALUE_CHARS);
+            if !shown.is_empty() {
+                prop_assert!(card.facts.iter().any(|f| f.label == label && f.value == shown), "{label}: {shown:?}");
+            }
         }
-        prop_assert!(visible.encode_utf16().count() <= 4096);
     }
 }

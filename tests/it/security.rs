@@ -205,3 +205,48 @@ async fn an_unreachable_opentrain_and_a_bad_webhook_signature_reveal_no_secret()
         assert!(!shown.contains(WEBHOOK_SECRET));
     }
 }
+
+/// Titles, milestone names and display names come from OpenTrain but are written by other
+/// people. Telegram makes links, e-mail addresses and mentions of plain text by itself; in a card
+/// they stay text, and the approval button stays the only link.
+#[tokio::test]
+async fn third_party_text_that_reads_like_a_link_never_links_on_telegram() {
+    let app = spawn_app().await;
+    let lures = [
+        "Pay now at evil.example/x",
+        "https://app-opentrain.support/approve",
+        "@everyone — billing@opentrain-pay.co",
+    ];
+    app.opentrain.add_simple_contract(
+        "ctr_1",
+        lures[0],
+        lures[1],
+        &[("ms_1", lures[2], 450.0, "NOT_FUNDED")],
+    );
+    let body = app
+        .opentrain
+        .create_approval("milestone_fund", Some("ctr_1"), Some("ms_1"), None);
+    assert_eq!(app.submit(&body).await.0, 202);
+    let msg = &messages(&app, 1).await[0];
+    for lure in lures {
+        assert!(
+            msg.text.contains(lure),
+            "{lure:?} is not shown as written: {:?}",
+            msg.text
+        );
+    }
+    for entity in &msg.entities {
+        let kind = entity["type"].as_str().unwrap();
+        assert!(
+            !["url", "email", "mention", "text_link", "text_mention"].contains(&kind),
+            "the card links: {entity} in {:?}",
+            msg.text
+        );
+    }
+    let buttons = msg.reply_markup.as_ref().unwrap()["inline_keyboard"].to_string();
+    assert_eq!(buttons.matches("\"url\"").count(), 1, "{buttons}");
+    assert!(
+        buttons.contains(&format!("{APP_URL}/approvals/")),
+        "{buttons}"
+    );
+}
