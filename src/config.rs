@@ -53,6 +53,16 @@ pub struct HookSettings {
     pub token: Option<SecretString>,
     pub allow_anonymous_loopback: bool,
     pub max_body_bytes: usize,
+    pub limits: ListenerLimits,
+}
+
+/// How a listener (the hook, the proxy) protects itself from slow clients; see [`crate::serve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// The time a client has for a request's headers, and again for its body.
+    pub read_timeout: Duration,
+    /// The most connections served at once.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -108,6 +118,7 @@ pub struct ProxySettings {
     pub enabled: bool,
     /// Loopback unless `proxy.allow_remote = true` (checked in [`RawSettings::validate`]).
     pub listen: SocketAddr,
+    pub limits: ListenerLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -156,6 +167,8 @@ struct RawHook {
     token_file: Option<PathBuf>,
     allow_anonymous_loopback: bool,
     max_body_bytes: u64,
+    read_timeout_secs: u64,
+    max_connections: u64,
 }
 
 impl Default for RawHook {
@@ -166,6 +179,8 @@ impl Default for RawHook {
             token_file: None,
             allow_anonymous_loopback: false,
             max_body_bytes: 65536,
+            read_timeout_secs: 10,
+            max_connections: 256,
         }
     }
 }
@@ -291,6 +306,8 @@ struct RawProxy {
     enabled: bool,
     listen: String,
     allow_remote: bool,
+    read_timeout_secs: u64,
+    max_connections: u64,
 }
 
 impl Default for RawProxy {
@@ -299,6 +316,8 @@ impl Default for RawProxy {
             enabled: false,
             listen: "127.0.0.1:8751".into(),
             allow_remote: false,
+            read_timeout_secs: 30,
+            max_connections: 256,
         }
     }
 }
@@ -544,6 +563,30 @@ fn is_loopback_host(url: &Url) -> bool {
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
+/// `<section>.read_timeout_secs` (1 to 300) and `<section>.max_connections` (1 to 65536).
+fn listener_limits(
+    section: &str,
+    read_timeout_secs: u64,
+    max_connections: u64,
+) -> Result<ListenerLimits, ConfigError> {
+    if !(1..=300).contains(&read_timeout_secs) {
+        return Err(ConfigError::new(
+            format!("{section}.read_timeout_secs"),
+            "must be between 1 and 300",
+        ));
+    }
+    if !(1..=65536).contains(&max_connections) {
+        return Err(ConfigError::new(
+            format!("{section}.max_connections"),
+            "must be between 1 and 65536",
+        ));
+    }
+    Ok(ListenerLimits {
+        read_timeout: Duration::from_secs(read_timeout_secs),
+        max_connections: max_connections as usize,
+    })
+}
+
 /// Parses `24h`, `90m`, `1h 30m` (humantime).
 fn duration(key: &str, value: &str) -> Result<Duration, ConfigError> {
     humantime::parse_duration(value).map_err(|e| {
@@ -581,6 +624,11 @@ impl RawSettings {
                 "must be between 1024 and 16777216",
             ));
         }
+        let hook_limits = listener_limits(
+            "hook",
+            self.hook.read_timeout_secs,
+            self.hook.max_connections,
+        )?;
 
         // opentrain
         let api_url = http_url("opentrain.api_url", &self.opentrain.api_url)?;
@@ -742,6 +790,11 @@ impl RawSettings {
         let proxy = ProxySettings {
             enabled: self.proxy.enabled,
             listen: socket_addr("proxy.listen", &self.proxy.listen)?,
+            limits: listener_limits(
+                "proxy",
+                self.proxy.read_timeout_secs,
+                self.proxy.max_connections,
+            )?,
         };
         // Whoever reaches the proxy can have approvals taken in and shown to the owner.
         if !proxy.listen.ip().is_loopback() && !self.proxy.allow_remote {
@@ -782,6 +835,7 @@ impl RawSettings {
                 token: hook_token,
                 allow_anonymous_loopback: self.hook.allow_anonymous_loopback,
                 max_body_bytes: self.hook.max_body_bytes as usize,
+                limits: hook_limits,
             },
             opentrain: OpenTrainSettings {
                 api_url,

@@ -32,6 +32,7 @@ pub mod opentrain;
 pub mod pair;
 pub mod proxy;
 pub mod reminders;
+pub mod serve;
 pub mod store;
 pub mod text;
 pub mod tracker;

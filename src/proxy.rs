@@ -51,7 +51,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::approval::ApprovalId;
+use crate::config::ListenerLimits;
 use crate::intake::accept_submission;
+use crate::serve::is_body_timeout;
 use crate::store::Store;
 use crate::text::error_chain;
 use crate::worker::now_ms;
@@ -91,6 +93,8 @@ pub struct Proxy {
     pub app_url: String,
     /// The OpenTrain origin (scheme, host and port of `opentrain.api_url`).
     pub origin: Url,
+    /// `proxy.read_timeout_secs` and `proxy.max_connections`.
+    pub limits: ListenerLimits,
 }
 
 /// What the proxy's requests share.
@@ -140,10 +144,9 @@ impl Proxy {
                  to OpenTrain through it (with their own token) and have approvals taken in"
             );
         }
+        let limits = shared.proxy.limits;
         let router = Router::new().fallback(forward).with_state(shared);
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(cancel.cancelled_owned())
-            .await;
+        let served = crate::serve::serve(listener, router, limits, cancel).await;
         tasks.close();
         tasks.wait().await;
         served
@@ -331,6 +334,23 @@ fn gateway_error(status: StatusCode, code: &str, message: String) -> Response {
         .into_response()
 }
 
+/// The agent's request body could not be read: 408 when it was too slow, else 400.
+fn unreadable_body(e: &(dyn std::error::Error + 'static)) -> Response {
+    if is_body_timeout(e) {
+        gateway_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time (proxy.read_timeout_secs)".into(),
+        )
+    } else {
+        gateway_error(
+            StatusCode::BAD_REQUEST,
+            "unreadable_body",
+            "the request body could not be read".into(),
+        )
+    }
+}
+
 /// A 502 or 504 for a failed upstream exchange. The URL is left out of the message (it may
 /// carry a query the agent would not want repeated) and headers never appear in errors.
 fn upstream_failure(method: &Method, path: &str, e: reqwest::Error) -> Response {
@@ -399,11 +419,7 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
             Ok(Head::Partial(read, rest)) => Some(reqwest::Body::wrap_stream(rejoin(read, rest))),
             Err(e) => {
                 tracing::info!(%method, path, error = %e, "proxy: the agent's request body broke off");
-                return gateway_error(
-                    StatusCode::BAD_REQUEST,
-                    "unreadable_body",
-                    "the request body could not be read".into(),
-                );
+                return unreadable_body(&e);
             }
         }
     } else {
@@ -416,6 +432,11 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     }
     let answer = match upstream.send().await {
         Ok(answer) => answer,
+        // The agent's own body failed on the way (it was too slow): that is not OpenTrain's fault.
+        Err(e) if is_body_timeout(&e) => {
+            tracing::info!(%method, path, "proxy: the agent's request body did not arrive in time");
+            return unreadable_body(&e);
+        }
         Err(e) => return upstream_failure(&method, &path, e),
     };
 

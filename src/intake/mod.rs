@@ -25,6 +25,7 @@ use subtle::ConstantTimeEq;
 use crate::approval::ApprovalId;
 use crate::config::{ExposeSecret, SecretString};
 use crate::metrics::Metrics;
+use crate::serve::is_body_timeout;
 use crate::store::{NewSubmission, Store};
 use crate::worker::now_ms;
 use submission::{Rejection, parse_event, parse_submission};
@@ -192,7 +193,8 @@ fn same_token(given: &str, expected: &str) -> bool {
     bool::from(given.ct_eq(&expected))
 }
 
-/// Reads the body, refusing it with 413 as soon as it passes the limit (without buffering more).
+/// Reads the body, refusing it with 413 as soon as it passes the limit (without buffering more),
+/// and with 408 when it does not arrive within the read timeout.
 async fn read_body(
     state: &HookState,
     headers: &HeaderMap,
@@ -218,11 +220,19 @@ async fn read_body(
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "unreadable_body",
-                format!("the body could not be read: {e}"),
-            )
+            if is_body_timeout(&e) {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!("{e}: send the whole request at once (hook.read_timeout_secs)"),
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable_body",
+                    format!("the body could not be read: {e}"),
+                )
+            }
         })?;
         if out.len() + chunk.len() > limit {
             return Err(too_large());

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use countersign::config::{DiscordTarget, ExposeSecret, Synchronous};
+use countersign::config::{DiscordTarget, ExposeSecret, ListenerLimits, Synchronous};
 use countersign::{App, Settings};
 
 fn load(toml: &str) -> Result<Settings, countersign::config::ConfigError> {
@@ -35,6 +35,12 @@ fn defaults_follow_the_spec() {
     );
     assert!(!s.proxy.enabled);
     assert_eq!(s.proxy.listen.to_string(), "127.0.0.1:8751");
+    let limits = |secs, max| ListenerLimits {
+        read_timeout: std::time::Duration::from_secs(secs),
+        max_connections: max,
+    };
+    assert_eq!(s.hook.limits, limits(10, 256));
+    assert_eq!(s.proxy.limits, limits(30, 256));
 }
 
 #[test]
@@ -79,6 +85,9 @@ fn the_example_config_is_valid_and_documents_every_key() {
         "before_expiry",
         "format",
         "level",
+        "read_timeout_secs",
+        "max_connections",
+        "allow_remote",
     ] {
         assert!(
             text.contains(&format!("# {key} = ")),
@@ -183,6 +192,18 @@ fn invalid_config_names_the_key() {
         (
             "[hook]\nlisten = \"0.0.0.0:8750\"\nallow_anonymous_loopback = true\n",
             "hook.token",
+        ),
+        (
+            "[hook]\ntoken = \"t\"\nread_timeout_secs = 0\n",
+            "hook.read_timeout_secs",
+        ),
+        (
+            "[hook]\ntoken = \"t\"\nmax_connections = 0\n",
+            "hook.max_connections",
+        ),
+        (
+            "[hook]\ntoken = \"t\"\n[proxy]\nread_timeout_secs = 301\n",
+            "proxy.read_timeout_secs",
         ),
     ];
     for (toml, key) in cases {
