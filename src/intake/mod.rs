@@ -10,6 +10,7 @@ pub mod submission;
 use std::sync::Arc;
 
 use axum::body::Body;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -417,9 +418,17 @@ struct ListQuery {
 async fn list(
     State(state): State<Arc<HookState>>,
     headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
+    // axum's own rejection is plain text; every error here has the JSON shape.
+    let Query(q) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!("the query string is not valid: {}", e.body_text()),
+        )
+    })?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let views = state
         .store
@@ -433,9 +442,16 @@ async fn list(
 async fn show(
     State(state): State<Arc<HookState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
+    let Path(id) = path.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_path",
+            format!("the path is not valid: {}", e.body_text()),
+        )
+    })?;
     let id =
         ApprovalId::parse(&id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e))?;
     match state.store.get(id.as_str()).await.map_err(store_error)? {
