@@ -187,6 +187,7 @@ impl App {
                 store: store.clone(),
                 app_url: app_url.clone(),
                 origin,
+                limits: settings.proxy.limits,
             });
             let stop = stop.clone();
             workers.spawn(async move {
@@ -215,9 +216,9 @@ impl App {
             store = %store.path().display(),
             "countersign is running"
         );
-        let served = axum::serve(hook, router(state))
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .await;
+        // Bounded reads and connections: slow clients cannot tie up the hook (crate::serve).
+        let served =
+            crate::serve::serve(hook, router(state), settings.hook.limits, stop.clone()).await;
         stop.cancel();
         workers.close();
         if tokio::time::timeout(SHUTDOWN_GRACE, workers.wait())

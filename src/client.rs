@@ -20,7 +20,9 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use crate::config::{Secret, Settings};
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::config::Settings;
 use crate::intake::wait::MAX_WAIT_SECS;
 use crate::outcome::Outcome;
 
@@ -99,7 +101,7 @@ pub async fn wait(settings: &Settings, id: &str, timeout: Option<Duration>) -> E
 /// The running daemon's hook, as the config names it.
 struct Hook {
     base: String,
-    token: Option<Secret>,
+    token: Option<SecretString>,
     http: reqwest::Client,
 }
 
@@ -149,7 +151,7 @@ impl Hook {
         mut request: reqwest::RequestBuilder,
     ) -> Result<(StatusCode, String), reqwest::Error> {
         if let Some(token) = &self.token {
-            request = request.bearer_auth(token.expose());
+            request = request.bearer_auth(token.expose_secret());
         }
         let response = request.send().await?;
         let status = response.status();

@@ -1,46 +1,22 @@
 //! Settings: built-in defaults, then the TOML file, then `COUNTERSIGN__SECTION__KEY` environment
 //! variables, validated once at start-up. Every failure names the key the operator has to fix, and
-//! no secret ever leaves this module in a printable form (see [`Secret`]).
+//! no secret ever leaves this module in a printable form: tokens are [`SecretString`]s, whose
+//! `Debug` prints `[REDACTED]` and which have no `Display`; code that needs the value calls
+//! [`ExposeSecret::expose_secret`].
 
 use std::collections::HashMap;
-use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use reqwest::Url;
+pub use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// The config file `run` and the other commands read when `-c` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "countersign.toml";
 /// The prefix of environment overrides: `COUNTERSIGN__TELEGRAM__BOT_TOKEN` sets `telegram.bot_token`.
 pub const ENV_PREFIX: &str = "COUNTERSIGN";
-
-/// A secret (token, webhook secret). Its `Debug` and `Display` print `[redacted]`, so it cannot end
-/// up in a log line or an error by accident; code that needs the value calls [`Secret::expose`].
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("[redacted]")
-    }
-}
 
 /// A configuration problem, always tied to the key that causes it.
 #[derive(Debug, thiserror::Error)]
@@ -74,9 +50,19 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct HookSettings {
     pub listen: SocketAddr,
-    pub token: Option<Secret>,
+    pub token: Option<SecretString>,
     pub allow_anonymous_loopback: bool,
     pub max_body_bytes: usize,
+    pub limits: ListenerLimits,
+}
+
+/// How a listener (the hook, the proxy) protects itself from slow clients; see [`crate::serve`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerLimits {
+    /// The time a client has for a request's headers, and again for its body.
+    pub read_timeout: Duration,
+    /// The most connections served at once.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -84,9 +70,9 @@ pub struct OpenTrainSettings {
     pub api_url: Url,
     /// Without a trailing slash: links are `<app_url>/approvals/<id>`.
     pub app_url: String,
-    pub token: Option<Secret>,
+    pub token: Option<SecretString>,
     pub poll_interval: Duration,
-    pub webhook_secret: Option<Secret>,
+    pub webhook_secret: Option<SecretString>,
     pub request_timeout: Duration,
 }
 
@@ -100,7 +86,7 @@ pub struct StoreSettings {
 
 #[derive(Debug, Clone)]
 pub struct TelegramSettings {
-    pub bot_token: Secret,
+    pub bot_token: SecretString,
     pub chat_id: i64,
     pub api_url: Url,
     /// The least time between two requests to the owner's chat (Telegram allows about one message
@@ -120,7 +106,7 @@ pub enum DiscordTarget {
 
 #[derive(Debug, Clone)]
 pub struct DiscordSettings {
-    pub bot_token: Secret,
+    pub bot_token: SecretString,
     pub target: DiscordTarget,
     /// `None` means the real Discord, with serenity's own rate limiter.
     pub api_url: Option<Url>,
@@ -130,7 +116,9 @@ pub struct DiscordSettings {
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
     pub enabled: bool,
+    /// Loopback unless `proxy.allow_remote = true` (checked in [`RawSettings::validate`]).
     pub listen: SocketAddr,
+    pub limits: ListenerLimits,
 }
 
 #[derive(Debug, Clone)]
@@ -179,6 +167,8 @@ struct RawHook {
     token_file: Option<PathBuf>,
     allow_anonymous_loopback: bool,
     max_body_bytes: u64,
+    read_timeout_secs: u64,
+    max_connections: u64,
 }
 
 impl Default for RawHook {
@@ -189,6 +179,8 @@ impl Default for RawHook {
             token_file: None,
             allow_anonymous_loopback: false,
             max_body_bytes: 65536,
+            read_timeout_secs: 10,
+            max_connections: 256,
         }
     }
 }
@@ -313,6 +305,9 @@ impl Default for RawReminders {
 struct RawProxy {
     enabled: bool,
     listen: String,
+    allow_remote: bool,
+    read_timeout_secs: u64,
+    max_connections: u64,
 }
 
 impl Default for RawProxy {
@@ -320,6 +315,9 @@ impl Default for RawProxy {
         RawProxy {
             enabled: false,
             listen: "127.0.0.1:8751".into(),
+            allow_remote: false,
+            read_timeout_secs: 30,
+            max_connections: 256,
         }
     }
 }
@@ -381,7 +379,7 @@ impl Settings {
     /// What `countersign pair` needs: the Telegram bot token and API URL, before any chat id is
     /// known (the rest of the config is validated as usual, except that `telegram.chat_id` may be
     /// missing).
-    pub fn load_for_pairing(path: Option<&Path>) -> Result<(Secret, Url), ConfigError> {
+    pub fn load_for_pairing(path: Option<&Path>) -> Result<(SecretString, Url), ConfigError> {
         let (toml, env) = read_sources(path)?;
         let raw = raw_settings(toml.as_deref(), env)?;
         let token = secret(
@@ -401,7 +399,7 @@ impl Settings {
     }
 
     /// The token countersign itself uses against OpenTrain; `run` and `check` cannot work without it.
-    pub fn opentrain_token(&self) -> Result<&Secret, ConfigError> {
+    pub fn opentrain_token(&self) -> Result<&SecretString, ConfigError> {
         self.opentrain.token.as_ref().ok_or_else(|| {
             ConfigError::new(
                 "opentrain.token",
@@ -485,7 +483,7 @@ fn secret(
     key: &str,
     inline: Option<String>,
     file: Option<PathBuf>,
-) -> Result<Option<Secret>, ConfigError> {
+) -> Result<Option<SecretString>, ConfigError> {
     match (inline, file) {
         (Some(_), Some(_)) => Err(ConfigError::new(
             key,
@@ -495,7 +493,7 @@ fn secret(
             if v.trim().is_empty() {
                 Err(ConfigError::new(key, "is empty"))
             } else {
-                Ok(Some(Secret(v)))
+                Ok(Some(SecretString::new(v)))
             }
         }
         (None, Some(path)) => {
@@ -512,7 +510,7 @@ fn secret(
                     format!("{} is empty", path.display()),
                 ));
             }
-            Ok(Some(Secret(v)))
+            Ok(Some(SecretString::new(v)))
         }
         (None, None) => Ok(None),
     }
@@ -527,6 +525,9 @@ fn socket_addr(key: &str, value: &str) -> Result<SocketAddr, ConfigError> {
     })
 }
 
+/// An `https` URL, or `http` to a loopback host: tokens travel in these requests (the Telegram
+/// token in the path, OpenTrain's in a header) and the owner signs in at the app URL, so none of
+/// them may cross a network in clear text.
 fn http_url(key: &str, value: &str) -> Result<Url, ConfigError> {
     let url = Url::parse(value)
         .map_err(|e| ConfigError::new(key, format!("{value:?} is not a URL: {e}")))?;
@@ -536,6 +537,15 @@ fn http_url(key: &str, value: &str) -> Result<Url, ConfigError> {
             format!("{value:?} must be an http(s) URL with a host"),
         ));
     }
+    if url.scheme() == "http" && !is_loopback_host(&url) {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "{value:?} must be https: plain http is allowed only to a loopback address \
+                 (127.0.0.1, ::1, localhost), so no token crosses a network in clear text"
+            ),
+        ));
+    }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(ConfigError::new(
             key,
@@ -543,6 +553,38 @@ fn http_url(key: &str, value: &str) -> Result<Url, ConfigError> {
         ));
     }
     Ok(url)
+}
+
+fn is_loopback_host(url: &Url) -> bool {
+    // The URL parser has already normalised IPv4 forms ("127.1") and brackets IPv6 hosts.
+    let host = url.host_str().unwrap_or_default();
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `<section>.read_timeout_secs` (1 to 300) and `<section>.max_connections` (1 to 65536).
+fn listener_limits(
+    section: &str,
+    read_timeout_secs: u64,
+    max_connections: u64,
+) -> Result<ListenerLimits, ConfigError> {
+    if !(1..=300).contains(&read_timeout_secs) {
+        return Err(ConfigError::new(
+            format!("{section}.read_timeout_secs"),
+            "must be between 1 and 300",
+        ));
+    }
+    if !(1..=65536).contains(&max_connections) {
+        return Err(ConfigError::new(
+            format!("{section}.max_connections"),
+            "must be between 1 and 65536",
+        ));
+    }
+    Ok(ListenerLimits {
+        read_timeout: Duration::from_secs(read_timeout_secs),
+        max_connections: max_connections as usize,
+    })
 }
 
 /// Parses `24h`, `90m`, `1h 30m` (humantime).
@@ -582,6 +624,11 @@ impl RawSettings {
                 "must be between 1024 and 16777216",
             ));
         }
+        let hook_limits = listener_limits(
+            "hook",
+            self.hook.read_timeout_secs,
+            self.hook.max_connections,
+        )?;
 
         // opentrain
         let api_url = http_url("opentrain.api_url", &self.opentrain.api_url)?;
@@ -743,7 +790,24 @@ impl RawSettings {
         let proxy = ProxySettings {
             enabled: self.proxy.enabled,
             listen: socket_addr("proxy.listen", &self.proxy.listen)?,
+            limits: listener_limits(
+                "proxy",
+                self.proxy.read_timeout_secs,
+                self.proxy.max_connections,
+            )?,
         };
+        // Whoever reaches the proxy can have approvals taken in and shown to the owner.
+        if !proxy.listen.ip().is_loopback() && !self.proxy.allow_remote {
+            return Err(ConfigError::new(
+                "proxy.listen",
+                format!(
+                    "{} is not a loopback address: anyone who can reach it could send requests through \
+                     it and have approvals shown to the owner; listen on 127.0.0.1, or set \
+                     proxy.allow_remote = true if that is really meant",
+                    proxy.listen
+                ),
+            ));
+        }
 
         let format = match self.log.format.to_ascii_lowercase().as_str() {
             "human" | "text" => LogFormat::Human,
@@ -771,6 +835,7 @@ impl RawSettings {
                 token: hook_token,
                 allow_anonymous_loopback: self.hook.allow_anonymous_loopback,
                 max_body_bytes: self.hook.max_body_bytes as usize,
+                limits: hook_limits,
             },
             opentrain: OpenTrainSettings {
                 api_url,

@@ -302,7 +302,7 @@ fn list(config: Option<PathBuf>, all: bool, json: bool, limit: usize) -> Result<
 
 async fn pair(config: Option<PathBuf>, timeout: u64) -> Result<ExitCode> {
     let (token, api_url) = Settings::load_for_pairing(config.as_deref())?;
-    let code = countersign::pair::new_code();
+    let code = countersign::pair::new_code()?;
     let mut out = std::io::stdout();
     match countersign::pair::pair(
         &token,

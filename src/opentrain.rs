@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::approval::WireApproval;
-use crate::config::{OpenTrainSettings, Secret};
+use crate::config::{ExposeSecret, OpenTrainSettings, SecretString};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -123,15 +123,15 @@ pub struct UpdatesPage {
     pub has_more: bool,
 }
 
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct OpenTrain {
     http: reqwest::Client,
     base: Url,
-    token: Secret,
+    token: SecretString,
 }
 
 impl OpenTrain {
-    pub fn new(settings: &OpenTrainSettings, token: Secret) -> Result<OpenTrain, String> {
+    pub fn new(settings: &OpenTrainSettings, token: SecretString) -> Result<OpenTrain, String> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("countersign/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(5))
@@ -156,7 +156,7 @@ impl OpenTrain {
         let response = self
             .http
             .get(self.url(path))
-            .bearer_auth(self.token.expose())
+            .bearer_auth(self.token.expose_secret())
             .query(query)
             .send()
             .await

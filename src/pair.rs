@@ -10,7 +10,7 @@ use teloxide::prelude::*;
 use teloxide::types::{AllowedUpdate, UpdateKind};
 use teloxide::{ApiError, RequestError};
 
-use crate::config::Secret;
+use crate::config::{ExposeSecret, SecretString};
 
 /// What pairing found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,12 +20,18 @@ pub struct Paired {
 }
 
 /// A code that is easy to type on a phone and hard to guess: 8 characters from an alphabet
-/// without look-alikes (about 40 bits).
-pub fn new_code() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    (0..8)
-        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
-        .collect()
+/// without look-alikes (40 bits), drawn from the operating system's random source (a seeded
+/// generator's output could be predicted from other values it gave out).
+pub fn new_code() -> std::io::Result<String> {
+    // 32 letters: a byte modulo 32 picks each with the same chance.
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| std::io::Error::other(format!("the OS's random source failed: {e}")))?;
+    Ok(bytes
+        .iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect())
 }
 
 /// Whether `text` is exactly `/start <code>` (Telegram's deep-link form, also typed by hand;
@@ -41,7 +47,7 @@ pub fn is_pairing_message(text: &str, code: &str) -> bool {
 
 /// Waits up to `timeout` for `/start <code>`; writes progress to `out`.
 pub async fn pair(
-    token: &Secret,
+    token: &SecretString,
     api_url: reqwest::Url,
     code: &str,
     timeout: Duration,
@@ -50,7 +56,7 @@ pub async fn pair(
     let mut url = api_url;
     let trimmed = url.path().trim_end_matches('/').to_string();
     url.set_path(&trimmed);
-    let bot = Bot::new(token.expose()).set_api_url(url);
+    let bot = Bot::new(token.expose_secret()).set_api_url(url);
     let me = bot.get_me().await.map_err(|e| match e {
         RequestError::Api(ApiError::InvalidToken) => {
             "Telegram refused telegram.bot_token (Unauthorized): copy it again from @BotFather"
@@ -152,12 +158,12 @@ mod tests {
 
     #[test]
     fn codes_are_eight_unambiguous_characters() {
-        let c = new_code();
+        let c = new_code().unwrap();
         assert_eq!(c.len(), 8);
         assert!(
             c.chars()
                 .all(|ch| ch.is_ascii_alphanumeric() && !"01OI".contains(ch))
         );
-        assert_ne!(new_code(), new_code());
+        assert_ne!(new_code().unwrap(), new_code().unwrap());
     }
 }

@@ -34,7 +34,6 @@
 //! and between any two pieces of its body; there is no cap on a whole body, so a slow large
 //! download is not cut while it keeps moving.
 
-use std::error::Error as _;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,8 +51,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::approval::ApprovalId;
+use crate::config::ListenerLimits;
 use crate::intake::accept_submission;
+use crate::serve::is_body_timeout;
 use crate::store::Store;
+use crate::text::error_chain;
 use crate::worker::now_ms;
 
 /// OpenTrain's public API prefix: put in front of paths that are not under `/api/`.
@@ -91,6 +93,8 @@ pub struct Proxy {
     pub app_url: String,
     /// The OpenTrain origin (scheme, host and port of `opentrain.api_url`).
     pub origin: Url,
+    /// `proxy.read_timeout_secs` and `proxy.max_connections`.
+    pub limits: ListenerLimits,
 }
 
 /// What the proxy's requests share.
@@ -140,10 +144,9 @@ impl Proxy {
                  to OpenTrain through it (with their own token) and have approvals taken in"
             );
         }
+        let limits = shared.proxy.limits;
         let router = Router::new().fallback(forward).with_state(shared);
-        let served = axum::serve(listener, router)
-            .with_graceful_shutdown(cancel.cancelled_owned())
-            .await;
+        let served = crate::serve::serve(listener, router, limits, cancel).await;
         tasks.close();
         tasks.wait().await;
         served
@@ -331,18 +334,28 @@ fn gateway_error(status: StatusCode, code: &str, message: String) -> Response {
         .into_response()
 }
 
+/// The agent's request body could not be read: 408 when it was too slow, else 400.
+fn unreadable_body(e: &(dyn std::error::Error + 'static)) -> Response {
+    if is_body_timeout(e) {
+        gateway_error(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            "the request body did not arrive in time (proxy.read_timeout_secs)".into(),
+        )
+    } else {
+        gateway_error(
+            StatusCode::BAD_REQUEST,
+            "unreadable_body",
+            "the request body could not be read".into(),
+        )
+    }
+}
+
 /// A 502 or 504 for a failed upstream exchange. The URL is left out of the message (it may
 /// carry a query the agent would not want repeated) and headers never appear in errors.
 fn upstream_failure(method: &Method, path: &str, e: reqwest::Error) -> Response {
     let timeout = e.is_timeout();
-    let e = e.without_url();
-    let mut reason = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        reason.push_str(": ");
-        reason.push_str(&s.to_string());
-        source = s.source();
-    }
+    let reason = error_chain(&e.without_url());
     if timeout {
         tracing::warn!(%method, path, error = %reason, "proxy: OpenTrain did not answer in time; answered 504");
         gateway_error(
@@ -406,11 +419,7 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
             Ok(Head::Partial(read, rest)) => Some(reqwest::Body::wrap_stream(rejoin(read, rest))),
             Err(e) => {
                 tracing::info!(%method, path, error = %e, "proxy: the agent's request body broke off");
-                return gateway_error(
-                    StatusCode::BAD_REQUEST,
-                    "unreadable_body",
-                    "the request body could not be read".into(),
-                );
+                return unreadable_body(&e);
             }
         }
     } else {
@@ -423,6 +432,11 @@ async fn forward(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     }
     let answer = match upstream.send().await {
         Ok(answer) => answer,
+        // The agent's own body failed on the way (it was too slow): that is not OpenTrain's fault.
+        Err(e) if is_body_timeout(&e) => {
+            tracing::info!(%method, path, "proxy: the agent's request body did not arrive in time");
+            return unreadable_body(&e);
+        }
         Err(e) => return upstream_failure(&method, &path, e),
     };
 

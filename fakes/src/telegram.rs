@@ -30,6 +30,8 @@ use axum::routing::get;
 use serde_json::{Map, Value, json};
 use tokio::sync::Notify;
 
+pub mod autolink;
+
 /// Telegram's limit on a message's visible text ("1-4096 characters after entities parsing"),
 /// counted here in UTF-16 code units like entity offsets.
 pub const MAX_TEXT_UTF16: usize = 4096;
@@ -93,7 +95,8 @@ pub struct FakeMessage {
     pub raw_text: String,
     /// The visible text after HTML parsing (tags removed, entities decoded): what the owner sees.
     pub text: String,
-    /// Telegram MessageEntity objects (bold/italic/code/pre/text_link{url}/...), UTF-16 offsets.
+    /// Telegram MessageEntity objects (bold/italic/code/pre/text_link{url}/...), UTF-16 offsets,
+    /// with the url, email and mention entities Telegram finds in plain text ([`autolink`]).
     pub entities: Vec<Value>,
     pub parse_mode: Option<String>,
     /// Current inline keyboard; `None` when there is none (never sent, removed, or empty).
@@ -1182,6 +1185,7 @@ fn parse_content(p: &Params) -> Result<Content, ApiError> {
         }
     };
     let (text, entities) = trim_message(&text, entities);
+    let entities = with_automatic_entities(&text, entities);
     if text.is_empty() {
         return Err(ApiError::bad("message text is empty"));
     }
@@ -1194,6 +1198,23 @@ fn parse_content(p: &Params) -> Result<Content, ApiError> {
         entities,
         parse_mode,
     })
+}
+
+/// `entities` plus the url, email and mention entities Telegram finds in the text by itself
+/// (see [`autolink`]), sorted.
+fn with_automatic_entities(text: &str, mut entities: Vec<Value>) -> Vec<Value> {
+    let found = autolink::find(text, &entities);
+    entities.extend(found);
+    sort_entities(&mut entities);
+    entities
+}
+
+/// What the owner sees of an HTML message: [`parse_html`], then the entities Telegram adds by
+/// itself ([`autolink`]): the text and every entity, links found in plain text included.
+pub fn parse_html_message(src: &str) -> Result<(String, Vec<Value>), String> {
+    let (text, entities) = parse_html(src)?;
+    let entities = with_automatic_entities(&text, entities);
+    Ok((text, entities))
 }
 
 /// Explicit `entities`: each needs a type and an offset/length inside the text (UTF-16 units).
@@ -1415,8 +1436,9 @@ fn valid_button_url(url: &str) -> bool {
 /// ("Unsupported HTML entity"), in text and in attribute values; Telegram keeps such an `&`
 /// literally and accepts entities without `;`.
 /// Looser: TDLib's later cleanup (dropping entities nested in code/pre, link normalisation such as a
-/// trailing '/', tg://user links becoming text_mention, automatic url/mention/hashtag entities) is
-/// not reproduced.
+/// trailing '/', tg://user links becoming text_mention) is not reproduced. The url, email and
+/// mention entities Telegram finds in plain text are added after parsing, for every message
+/// ([`parse_html_message`], [`autolink`]).
 pub fn parse_html(src: &str) -> Result<(String, Vec<Value>), String> {
     struct Open {
         tag: String,

@@ -11,7 +11,7 @@ pub mod wait;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -21,11 +21,13 @@ use axum::{Json, Router};
 use futures_util::StreamExt;
 use serde::Deserialize;
 use serde_json::json;
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::approval::ApprovalId;
-use crate::config::Secret;
+use crate::config::{ExposeSecret, SecretString};
 use crate::metrics::Metrics;
+use crate::serve::is_body_timeout;
 use crate::store::{NewSubmission, Store};
 use crate::worker::now_ms;
 use submission::{Rejection, parse_event, parse_submission};
@@ -36,9 +38,9 @@ pub struct HookState {
     pub metrics: Arc<Metrics>,
     /// `GET /metrics` without a token: only when the hook listens on loopback.
     pub metrics_open: bool,
-    pub token: Option<Secret>,
+    pub token: Option<SecretString>,
     /// `opentrain.webhook_secret`: when set, `POST /v1/opentrain/webhook` takes signed deliveries.
-    pub webhook_secret: Option<Secret>,
+    pub webhook_secret: Option<SecretString>,
     pub app_url: String,
     pub max_body_bytes: usize,
     /// Cancelled at shutdown: held long polls answer at once.
@@ -159,8 +161,9 @@ async fn metrics(
         .into_response())
 }
 
-/// `Authorization: Bearer <hook.token>`, compared in constant time. Without a configured token
-/// (only allowed on loopback) every caller is let in.
+/// `Authorization: Bearer <hook.token>`. The SHA-256 digests of the given and the expected token
+/// are compared, in constant time: neither the token's content nor its length shows in how long a
+/// refusal takes. Without a configured token (only allowed on loopback) every caller is let in.
 fn authorize(state: &HookState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = &state.token else {
         return Ok(());
@@ -174,7 +177,7 @@ fn authorize(state: &HookState, headers: &HeaderMap) -> Result<(), ApiError> {
         })
         .map(str::trim);
     match given {
-        Some(token) if bool::from(token.as_bytes().ct_eq(expected.expose().as_bytes())) => Ok(()),
+        Some(token) if same_token(token, expected.expose_secret()) => Ok(()),
         Some(_) => Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -188,7 +191,14 @@ fn authorize(state: &HookState, headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Reads the body, refusing it with 413 as soon as it passes the limit (without buffering more).
+fn same_token(given: &str, expected: &str) -> bool {
+    let given = Sha256::digest(given.as_bytes());
+    let expected = Sha256::digest(expected.as_bytes());
+    bool::from(given.ct_eq(&expected))
+}
+
+/// Reads the body, refusing it with 413 as soon as it passes the limit (without buffering more),
+/// and with 408 when it does not arrive within the read timeout.
 async fn read_body(
     state: &HookState,
     headers: &HeaderMap,
@@ -214,11 +224,19 @@ async fn read_body(
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| {
-            ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "unreadable_body",
-                format!("the body could not be read: {e}"),
-            )
+            if is_body_timeout(&e) {
+                ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    format!("{e}: send the whole request at once (hook.read_timeout_secs)"),
+                )
+            } else {
+                ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable_body",
+                    format!("the body could not be read: {e}"),
+                )
+            }
         })?;
         if out.len() + chunk.len() > limit {
             return Err(too_large());
@@ -353,7 +371,7 @@ async fn webhook(
         .get("x-opentrain-signature")
         .and_then(|v| v.to_str().ok());
     let now = now_ms() / 1000;
-    if let Err(e) = signature::verify(&[secret.expose().as_bytes()], header, &bytes, now) {
+    if let Err(e) = signature::verify(&[secret.expose_secret().as_bytes()], header, &bytes, now) {
         tracing::warn!(reason = %e, "webhook: delivery refused");
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -403,9 +421,17 @@ struct ListQuery {
 async fn list(
     State(state): State<Arc<HookState>>,
     headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
+    // axum's own rejection is plain text; every error here has the JSON shape.
+    let Query(q) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            format!("the query string is not valid: {}", e.body_text()),
+        )
+    })?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let views = state
         .store
@@ -419,10 +445,17 @@ async fn list(
 async fn show(
     State(state): State<Arc<HookState>>,
     headers: HeaderMap,
-    Path(id): Path<String>,
+    path: Result<Path<String>, PathRejection>,
     query: Result<Query<wait::ShowQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
+    let Path(id) = path.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "bad_path",
+            format!("the path is not valid: {}", e.body_text()),
+        )
+    })?;
     let wait = wait::requested(query)?;
     let id =
         ApprovalId::parse(&id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e))?;
@@ -440,6 +473,26 @@ async fn healthz(State(state): State<Arc<HookState>>) -> Response {
                 Json(json!({"error": "store_unavailable", "message": "the store is not writable"})),
             )
                 .into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_whole_token_matches_whatever_the_lengths() {
+        let token = "hook-token-0001";
+        assert!(same_token(token, token));
+        for other in [
+            "",
+            "hook-token-000",
+            "hook-token-00011",
+            "HOOK-TOKEN-0001",
+            "x",
+        ] {
+            assert!(!same_token(other, token), "{other:?}");
         }
     }
 }

@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 use crate::approval::{
     AgentContext, ApprovalId, Kind, RequestedMilestone, Usd, WireApproval, parse_time,
 };
+use crate::text::cut;
 
 /// Longest agent name and note kept (more is cut, not refused: the message cuts further).
 const MAX_AGENT_CHARS: usize = 200;
@@ -122,10 +123,6 @@ pub fn parse_submission(body: &[u8], app_url: &str) -> Result<Submission, Reject
         approval: wire,
         context,
     })
-}
-
-fn cut(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
 }
 
 fn optional_string(

@@ -1,5 +1,7 @@
 //! The console: every message and edit printed to stdout, one block each. The default when no
-//! chat is configured, so a first run shows what the owner would see.
+//! chat is configured, so a first run shows what the owner would see. Outside text (every fact
+//! value, see [`super::render`]) is printed quoted, so where it starts and ends is plain and it
+//! cannot pass for a line of countersign's own, such as the one link to review and sign.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,7 +23,7 @@ pub fn text(card: &Card) -> String {
         out.push_str(&format!("\n  Amount: {line}"));
     }
     for fact in &card.facts {
-        out.push_str(&format!("\n  {}: {}", fact.label, fact.value));
+        out.push_str(&format!("\n  {}: {:?}", fact.label, fact.value));
     }
     match &card.state {
         CardState::Pending => {
@@ -32,7 +34,7 @@ pub fn text(card: &Card) -> String {
         }
         CardState::Confirmed { evidence, .. } => {
             for (k, v) in evidence {
-                out.push_str(&format!("\n  {k}: {v}"));
+                out.push_str(&format!("\n  {k}: {v:?}"));
             }
         }
         _ => {}
@@ -79,5 +81,43 @@ impl Notifier for Console {
             "── reminder for {} ──\n⏰ {} expires {left}: {}",
             message.0, card.headline, card.link
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::Fact;
+
+    #[test]
+    fn outside_text_is_quoted_and_cannot_pass_for_the_review_line() {
+        let lure = r#"Maria" Review and sign: https://evil.example/approve"#;
+        let card = Card {
+            approval_id: "apr_1".into(),
+            headline: "Fund milestone".into(),
+            state: CardState::Pending,
+            amount: None,
+            facts: vec![Fact {
+                label: "Trainer",
+                value: lure.into(),
+                from_agent: false,
+            }],
+            expires_at: None,
+            link: "https://app.opentrain.ai/approvals/apr_1".into(),
+            now: chrono::Utc::now(),
+        };
+        let out = text(&card);
+        assert!(
+            out.contains(r#"Trainer: "Maria\" Review and sign: https://evil.example/approve""#),
+            "{out}"
+        );
+        let review: Vec<&str> = out
+            .lines()
+            .filter(|l| l.trim_start().starts_with("Review and sign:"))
+            .collect();
+        assert_eq!(
+            review,
+            ["  Review and sign: https://app.opentrain.ai/approvals/apr_1"]
+        );
     }
 }

@@ -42,7 +42,7 @@ use tokio::sync::OnceCell;
 
 use super::render::{AmountSource, clean, format_utc};
 use super::{Card, CardState, MessageRef, Notifier, NotifyError};
-use crate::config::{DiscordSettings, DiscordTarget, Secret};
+use crate::config::{DiscordSettings, DiscordTarget, ExposeSecret, SecretString};
 
 /// Embed colours by status.
 pub const AMBER: u32 = 0xF5A623;
@@ -80,7 +80,7 @@ pub struct Discord {
     /// 429s in a row whose wait was unknown.
     blind_429s: AtomicU32,
     /// The token as configured, only to scrub it from error texts.
-    token: Secret,
+    token: SecretString,
 }
 
 struct Direct {
@@ -91,7 +91,7 @@ struct Direct {
 
 impl Discord {
     pub fn new(settings: &DiscordSettings) -> Result<Discord, String> {
-        let token = settings.bot_token.expose().trim();
+        let token = settings.bot_token.expose_secret().trim();
         if token.is_empty() {
             return Err("discord.bot_token: empty".into());
         }
@@ -119,7 +119,7 @@ impl Discord {
             dm: OnceCell::new(),
             min_interval: settings.min_send_interval,
             blind_429s: AtomicU32::new(0),
-            token: Secret::new(token),
+            token: SecretString::new(token.to_string()),
         })
     }
 
@@ -238,7 +238,7 @@ impl Discord {
     }
 
     fn scrub(&self, e: NotifyError) -> NotifyError {
-        let clean = |s: String| s.replace(self.token.expose(), "[redacted]");
+        let clean = |s: String| s.replace(self.token.expose_secret(), "[redacted]");
         match e {
             NotifyError::Transient(s) => NotifyError::Transient(clean(s)),
             NotifyError::Gone(s) => NotifyError::Gone(clean(s)),

@@ -1,12 +1,20 @@
 //! What a message says, independent of the platform: a [`Card`] built from the stored approval.
-//! Every piece of text that came from outside (the agent, or user-written OpenTrain fields such as
-//! a trainer's display name) is cleaned and cut here; each platform then escapes it for its own
-//! markup, and shows agent-supplied text verbatim (as code), so it can neither format nor link.
+//!
+//! The invariant every platform relies on: the only text in a card that does not come from
+//! countersign itself is in [`Fact::value`], in the confirmed evidence values and in
+//! `Superseded::by`. Those are outside text — the agent's words, or fields other people wrote on
+//! OpenTrain (contract and job titles, milestone names, a trainer's display name) — and are
+//! cleaned and cut here; each platform must then show them so that they can never become a link,
+//! a mention or markup, including the links and mentions a chat app finds in plain text on its own
+//! (`evil.example/x`, `https://…`, `@name`, `a@b.co`): Telegram shows them as code. Everything
+//! else (headline, labels, amounts, times, ids, OpenTrain's enum values) is countersign's own text
+//! or reduced here to characters that cannot link ([`identifier`]).
 
 use chrono::{DateTime, Utc};
 
 use crate::approval::{Kind, Status, Usd, parse_time};
 use crate::store::ApprovalRecord;
+use crate::text::cut;
 
 /// OpenTrain's fees on a hire: 10 % marketplace fee plus a $9.95 contract initiation fee.
 const HIRE_FEE_PERCENT: u32 = 10;
@@ -54,7 +62,9 @@ impl CardState {
             CardState::Declined { .. } => ("❌", "Declined".into()),
             CardState::Expired { .. } => ("⌛", "Expired".into()),
             CardState::Superseded { .. } => ("↪", "Superseded".into()),
-            CardState::Other { status, .. } => ("❔", format!("Status: {}", clean(status, 40))),
+            CardState::Other { status, .. } => {
+                ("❔", format!("Status: {}", identifier(status, 40)))
+            }
         }
     }
 
@@ -91,7 +101,9 @@ pub struct HireFees {
     pub total: Usd,
 }
 
-/// One line of context. `from_agent` values are the agent's words, shown verbatim.
+/// One line of context. The label is countersign's; the value is always outside text (see the
+/// module documentation): the agent's words when `from_agent`, else what OpenTrain holds, most of
+/// it written by third parties. Platforms render every value so that it cannot link or format.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Fact {
     pub label: &'static str,
@@ -152,6 +164,23 @@ pub fn clean(s: &str, max: usize) -> String {
     out.trim_end().to_string()
 }
 
+/// An OpenTrain enum value or key shown raw (`milestone_fund`, `invoiceId`): letters, digits, `_`
+/// and `-` are kept, anything else becomes `_`, so that no value can read as a link, a mention or
+/// markup on any platform.
+pub fn identifier(s: &str, max: usize) -> String {
+    let safe: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    cut(&safe, max)
+}
+
 pub fn format_utc(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M UTC").to_string()
 }
@@ -193,7 +222,7 @@ impl Card {
         let kind = Kind::parse(kind_raw);
         let headline = match kind {
             Some(k) => k.headline().to_string(),
-            None => clean(kind_raw, 40),
+            None => identifier(kind_raw, 40),
         };
         let resolved_at = upstream.and_then(|u| u.resolved_at());
         let state = match &record.status {
@@ -354,7 +383,7 @@ fn evidence(result: &serde_json::Value) -> Vec<(String, String)> {
                 serde_json::Value::Bool(b) => b.to_string(),
                 _ => return None,
             };
-            Some((clean(k, 40), clean(&v, 120)))
+            Some((identifier(k, 40), clean(&v, 120)))
         })
         .take(10)
         .collect();
@@ -372,6 +401,13 @@ mod tests {
         assert_eq!(clean("abcdef", 3), "abc…");
         assert_eq!(clean("a\u{202E}b\u{200B}c", 10), "abc");
         assert_eq!(clean("ééééé", 2), "éé…");
+    }
+
+    #[test]
+    fn identifiers_keep_only_characters_that_cannot_link() {
+        assert_eq!(identifier("milestone_fund", 40), "milestone_fund");
+        assert_eq!(identifier("evil.example/@x", 40), "evil_example__x");
+        assert_eq!(identifier("abcdef", 4), "abc…");
     }
 
     #[test]

@@ -1,8 +1,11 @@
-//! Telegram, through teloxide: HTML parse mode with every dynamic value escaped, agent text shown
-//! as code (so Telegram neither formats nor auto-links it), a URL button to the approval, no link
-//! preview. The bot token sits in the request path; teloxide scrubs it from its network errors and
+//! Telegram, through teloxide: HTML parse mode with every dynamic value escaped, every piece of
+//! outside text (the agent's words and what third parties wrote on OpenTrain, see
+//! [`super::render`]) shown as code — Telegram finds links, bare domains, e-mail addresses and
+//! `@mentions` in plain text by itself, but never inside code — a URL button to the approval as the
+//! only link, and no link preview. The bot token sits in the request path; teloxide scrubs it from its network errors and
 //! nothing here formats a request URL.
 
+use std::fmt;
 use std::time::Duration;
 
 use teloxide::prelude::*;
@@ -14,12 +17,23 @@ use teloxide::{ApiError, RequestError};
 
 use super::render::{AmountSource, format_utc};
 use super::{Card, CardState, MessageRef, Notifier, NotifyError};
-use crate::config::TelegramSettings;
+use crate::config::{ExposeSecret, TelegramSettings};
+use crate::text::html_escape as esc;
 
 pub struct Telegram {
     bot: Bot,
     chat: ChatId,
     min_interval: Duration,
+}
+
+/// Written by hand: teloxide's `Bot` derives `Debug` with the token in it.
+impl fmt::Debug for Telegram {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Telegram")
+            .field("chat", &self.chat.0)
+            .field("min_interval", &self.min_interval)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Telegram {
@@ -29,7 +43,7 @@ impl Telegram {
         let trimmed = url.path().trim_end_matches('/').to_string();
         url.set_path(&trimmed);
         Telegram {
-            bot: Bot::new(settings.bot_token.expose()).set_api_url(url),
+            bot: Bot::new(settings.bot_token.expose_secret()).set_api_url(url),
             chat: ChatId(settings.chat_id),
             min_interval: settings.min_send_interval,
         }
@@ -61,10 +75,10 @@ fn keyboard(card: &Card) -> InlineKeyboardMarkup {
     }
 }
 
-fn esc(s: &str) -> String {
-    // teloxide's escape covers < > &; quotes matter only inside attributes, which carry no
-    // outside text here.
-    teloxide::utils::html::escape(s)
+/// Outside text as Telegram shows it literally: escaped, in code, where Telegram neither formats
+/// nor finds links or mentions.
+fn code(s: &str) -> String {
+    format!("<code>{}</code>", esc(s))
 }
 
 /// The message text in Telegram's HTML.
@@ -97,15 +111,7 @@ pub fn html(card: &Card) -> String {
         out.push('\n');
     }
     for fact in &card.facts {
-        if fact.from_agent {
-            out.push_str(&format!(
-                "{}: <code>{}</code>\n",
-                fact.label,
-                esc(&fact.value)
-            ));
-        } else {
-            out.push_str(&format!("{}: {}\n", fact.label, esc(&fact.value)));
-        }
+        out.push_str(&format!("{}: {}\n", fact.label, code(&fact.value)));
     }
     match &card.state {
         CardState::Pending => {
@@ -115,13 +121,13 @@ pub fn html(card: &Card) -> String {
         }
         CardState::Confirmed { evidence, .. } => {
             for (k, v) in evidence {
-                out.push_str(&format!("{}: <code>{}</code>\n", esc(k), esc(v)));
+                out.push_str(&format!("{}: {}\n", esc(k), code(v)));
             }
         }
         CardState::Superseded { by } => {
             out.push_str("Replaced by a newer hire request for the same proposal");
             if let Some(by) = by {
-                out.push_str(&format!(" (<code>{}</code>)", esc(by)));
+                out.push_str(&format!(" ({})", code(by)));
             }
             out.push('\n');
         }

@@ -17,9 +17,10 @@ use teloxide::{ApiError, RequestError};
 use tokio_util::sync::CancellationToken;
 
 use crate::approval::{Kind, Usd, parse_time};
-use crate::notify::render::{clean, relative};
+use crate::notify::render::{identifier, relative};
 use crate::opentrain::backoff;
 use crate::store::{ApprovalView, Store};
+use crate::text::html_escape as esc;
 use crate::worker::{Pacer, sleep_or_cancel};
 
 /// How many approvals one `/pending` answer lists (Telegram's 4096-character limit).
@@ -34,8 +35,14 @@ pub struct OwnerCommands {
     pub pacer: Pacer,
 }
 
-fn esc(s: &str) -> String {
-    teloxide::utils::html::escape(s)
+/// Written by hand: teloxide's `Bot` derives `Debug` with the token in it.
+impl std::fmt::Debug for OwnerCommands {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnerCommands")
+            .field("chat", &self.chat.0)
+            .field("app_url", &self.app_url)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The answer to `/help`.
@@ -62,7 +69,7 @@ pub fn pending_html(views: &[ApprovalView], app_url: &str) -> String {
     for v in views.iter().take(MAX_LISTED) {
         let what = Kind::parse(&v.kind)
             .map(|k| k.headline().to_string())
-            .unwrap_or_else(|| clean(&v.kind, 40));
+            .unwrap_or_else(|| identifier(&v.kind, 40));
         let amount = v
             .amount
             .as_deref()

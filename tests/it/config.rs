@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use countersign::config::{DiscordTarget, Synchronous};
+use countersign::config::{DiscordTarget, ExposeSecret, ListenerLimits, Synchronous};
 use countersign::{App, Settings};
 
 fn load(toml: &str) -> Result<Settings, countersign::config::ConfigError> {
@@ -35,6 +35,12 @@ fn defaults_follow_the_spec() {
     );
     assert!(!s.proxy.enabled);
     assert_eq!(s.proxy.listen.to_string(), "127.0.0.1:8751");
+    let limits = |secs, max| ListenerLimits {
+        read_timeout: std::time::Duration::from_secs(secs),
+        max_connections: max,
+    };
+    assert_eq!(s.hook.limits, limits(10, 256));
+    assert_eq!(s.proxy.limits, limits(30, 256));
 }
 
 #[test]
@@ -79,6 +85,9 @@ fn the_example_config_is_valid_and_documents_every_key() {
         "before_expiry",
         "format",
         "level",
+        "read_timeout_secs",
+        "max_connections",
+        "allow_remote",
     ] {
         assert!(
             text.contains(&format!("# {key} = ")),
@@ -102,7 +111,7 @@ fn environment_overrides_the_file() {
     let s = Settings::from_toml_and_env(Some(MINIMAL), env).unwrap();
     let tg = s.telegram.unwrap();
     assert_eq!(tg.chat_id, -1001);
-    assert_eq!(tg.bot_token.expose(), "123:abc");
+    assert_eq!(tg.bot_token.expose_secret(), "123:abc");
     assert_eq!(
         tg.min_send_interval.as_millis(),
         3000,
@@ -123,7 +132,10 @@ fn secrets_can_come_from_files() {
         path.display()
     ))
     .unwrap();
-    assert_eq!(s.opentrain.token.unwrap().expose(), "ot_pat_from_file");
+    assert_eq!(
+        s.opentrain.token.unwrap().expose_secret(),
+        "ot_pat_from_file"
+    );
 }
 
 #[test]
@@ -181,6 +193,18 @@ fn invalid_config_names_the_key() {
             "[hook]\nlisten = \"0.0.0.0:8750\"\nallow_anonymous_loopback = true\n",
             "hook.token",
         ),
+        (
+            "[hook]\ntoken = \"t\"\nread_timeout_secs = 0\n",
+            "hook.read_timeout_secs",
+        ),
+        (
+            "[hook]\ntoken = \"t\"\nmax_connections = 0\n",
+            "hook.max_connections",
+        ),
+        (
+            "[hook]\ntoken = \"t\"\n[proxy]\nread_timeout_secs = 301\n",
+            "proxy.read_timeout_secs",
+        ),
     ];
     for (toml, key) in cases {
         let err = load(toml).expect_err(toml);
@@ -191,6 +215,63 @@ fn invalid_config_names_the_key() {
     }
     // Anonymous agents are allowed only on loopback, and only when asked for.
     assert!(load("[hook]\nallow_anonymous_loopback = true\n").is_ok());
+}
+
+#[test]
+fn plain_http_is_refused_except_to_loopback_naming_the_key() {
+    let with = |section: &str, key: &str, url: &str| {
+        let extra = match section {
+            "telegram" => "chat_id = 1\nbot_token = \"1:a\"\n",
+            "discord" => "user_id = 1\nbot_token = \"d\"\n",
+            _ => "",
+        };
+        load(&format!(
+            "[hook]\ntoken = \"t\"\n[{section}]\n{extra}{key} = \"{url}\"\n"
+        ))
+    };
+    for (section, key) in [
+        ("opentrain", "api_url"),
+        ("opentrain", "app_url"),
+        ("telegram", "api_url"),
+        ("discord", "api_url"),
+    ] {
+        for url in [
+            "http://api.example.com",
+            "http://10.0.0.5:8080/x",
+            "http://localhost.example.com",
+            "http://[2001:db8::1]/",
+        ] {
+            let err = with(section, key, url).expect_err(url);
+            let text = err.to_string();
+            assert!(
+                text.contains(&format!("{section}.{key}")) && text.contains("https"),
+                "{url}: {text}"
+            );
+        }
+        for url in [
+            "https://api.example.com",
+            "http://127.0.0.1:9000",
+            "http://127.0.0.2/base",
+            "http://[::1]:9000",
+            "http://localhost:9000",
+        ] {
+            with(section, key, url).unwrap_or_else(|e| panic!("{section}.{key} = {url}: {e}"));
+        }
+    }
+}
+
+#[test]
+fn a_proxy_outside_loopback_needs_allow_remote() {
+    let err = load("[hook]\ntoken = \"t\"\n[proxy]\nenabled = true\nlisten = \"0.0.0.0:8751\"\n")
+        .expect_err("a remote proxy without allow_remote");
+    assert!(err.to_string().contains("proxy.listen"), "{err}");
+    assert!(err.to_string().contains("proxy.allow_remote"), "{err}");
+    let s = load(
+        "[hook]\ntoken = \"t\"\n[proxy]\nenabled = true\nlisten = \"0.0.0.0:8751\"\nallow_remote = true\n",
+    )
+    .unwrap();
+    assert_eq!(s.proxy.listen.to_string(), "0.0.0.0:8751");
+    assert!(load("[hook]\ntoken = \"t\"\n[proxy]\nlisten = \"[::1]:8751\"\n").is_ok());
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use countersign::approval::WireApproval;
 use countersign::approval::{AgentContext, RequestedMilestone, Status};
-use countersign::config::Secret;
+use countersign::config::SecretString;
 use countersign::config::TelegramSettings;
 use countersign::notify::telegram::Telegram;
 use countersign::notify::{Card, Notifier, NotifyError};
@@ -214,7 +214,7 @@ fn record(id: &str, status: Status) -> ApprovalRecord {
 async fn edit_with_unchanged_text_counts_as_success() {
     let tg = countersign_fakes::FakeTelegram::start(TG_TOKEN, CHAT).await;
     let telegram = Telegram::new(&TelegramSettings {
-        bot_token: Secret::new(TG_TOKEN),
+        bot_token: SecretString::new(TG_TOKEN.into()),
         chat_id: CHAT,
         api_url: tg.api_url().parse().unwrap(),
         min_send_interval: Duration::ZERO,

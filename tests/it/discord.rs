@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use countersign::approval::Usd;
-use countersign::config::{DiscordSettings, DiscordTarget, Secret};
+use countersign::config::{DiscordSettings, DiscordTarget, SecretString};
 use countersign::notify::discord::Discord;
 use countersign::notify::render::{Amount, AmountSource};
 use countersign::notify::{Card, CardState, Fact, Notifier, NotifyError};
@@ -630,7 +630,7 @@ async fn discord_restart_edits_the_same_message_without_reopening_the_dm() {
 
 fn settings(fake: &FakeDiscord, target: DiscordTarget) -> DiscordSettings {
     DiscordSettings {
-        bot_token: Secret::new(DC_TOKEN),
+        bot_token: SecretString::new(DC_TOKEN.into()),
         target,
         api_url: Some(fake.api_url().parse().unwrap()),
         min_send_interval: Duration::ZERO,
