@@ -1,18 +1,22 @@
-//! Discord: the same end-to-end cases as Telegram, against the strict fake Discord REST server.
-//! What the owner sees (one embed, edited in place, colour and button following the status),
-//! DM and channel modes, both chats at once, neutralised agent text, 429s, deleted messages,
-//! closed DMs, outages, and the token staying secret.
+//! Discord: the same end-to-end cases as Telegram, against the strict fake Discord REST server,
+//! reached the production way (serenity's requests to `https://discord.com`, over TLS, which the
+//! test client resolves to the fake). What the owner sees (one embed, edited in place, colour
+//! and button following the status), DM and channel modes, both chats at once, text nobody at
+//! countersign wrote shown so it cannot link or mention, Discord's rate limits kept without a
+//! single 429, the invalid-request ban kept far away, deleted messages, closed DMs, lost
+//! permissions, outages, stalls, and the token staying secret.
 
 use std::time::Duration;
 
 use chrono::Utc;
 use countersign::approval::Usd;
 use countersign::config::{DiscordSettings, DiscordTarget, Secret};
-use countersign::notify::discord::Discord;
+use countersign::notify::discord::{Discord, EmbedView, client_builder, reminder_text};
 use countersign::notify::render::{Amount, AmountSource};
 use countersign::notify::{Card, CardState, Fact, Notifier, NotifyError};
 use countersign_fakes::FakeDiscord;
-use countersign_fakes::discord::FakeDiscordMessage;
+use countersign_fakes::discord::{FakeDiscordMessage, autolinks};
+use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -181,12 +185,13 @@ async fn discord_pending_message_shows_amount_context_expiry_and_a_link_button()
         "no link but the button"
     );
     assert_eq!(field(&msg, "Amount"), "$450.00 (from OpenTrain)");
+    // OpenTrain's titles and names are people's words: shown as code, like the agent's.
     assert_eq!(
         field(&msg, "Contract"),
-        "Spanish Sentiment Labeling Contract"
+        "`Spanish Sentiment Labeling Contract`"
     );
-    assert!(field(&msg, "Milestone").starts_with("First labeling batch"));
-    assert_eq!(field(&msg, "Trainer"), "Maria G.");
+    assert!(field(&msg, "Milestone").starts_with("`First labeling batch"));
+    assert_eq!(field(&msg, "Trainer"), "`Maria G.`");
     let expires = field(&msg, "Expires");
     assert!(
         expires.contains(" UTC (<t:") && expires.ends_with(":R>)"),
@@ -202,13 +207,15 @@ async fn discord_pending_message_shows_amount_context_expiry_and_a_link_button()
     );
     assert!(msg.content.is_empty(), "{:?}", msg.content);
     assert_no_mentions_allowed(&msg);
-    // The token travels only as the Authorization header.
+    assert_eq!(msg.autolinks(), Vec::<String>::new());
+    // The token travels only as the Authorization header, over TLS to discord.com.
     for r in app.discord.requests() {
         assert_eq!(
             r.authorization.as_deref(),
             Some(&*format!("Bot {DC_TOKEN}"))
         );
         assert!(!r.path.contains(DC_TOKEN));
+        assert!(r.tls, "{r:?}");
     }
 }
 
@@ -503,6 +510,114 @@ async fn discord_sends_are_paced_so_a_burst_draws_no_429() {
 }
 
 #[tokio::test]
+async fn discord_a_burst_of_200_approvals_is_delivered_in_full_without_429s() {
+    // No pace of countersign's own: only Discord's limits, read from the answers, keep it from
+    // a 429. The fake holds the channel's bucket to 5 per 100 ms and the bot to Discord's real
+    // global limit of 50 requests in any second, both at once.
+    let app = spawn_app_with(Options {
+        telegram: false,
+        discord: Some(DiscordMode::Channel),
+        discord_interval_ms: 0,
+        ..Options::default()
+    })
+    .await;
+    app.discord.set_bucket(5, Duration::from_millis(100));
+    let bodies: Vec<Value> = (0..200)
+        .map(|i| app.fund_request(&format!("ctr_{i}"), &format!("ms_{i}")))
+        .collect();
+    let answers = futures_util::future::join_all(bodies.iter().map(|b| app.submit(b))).await;
+    assert!(answers.iter().all(|(s, _)| *s == 202), "{answers:?}");
+    let msgs = eventually("all 200 Discord messages", || async {
+        let m = app.discord.messages(DC_CHANNEL);
+        (m.len() >= 200).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        app.discord.rate_limited_count(),
+        0,
+        "a request went into a limit Discord had said was used up"
+    );
+    for b in &bodies {
+        let footer = format!("approval {}", approval_id(b));
+        assert_eq!(
+            msgs.iter()
+                .filter(|m| embed(m)["footer"]["text"] == footer.as_str())
+                .count(),
+            1,
+            "{footer}"
+        );
+    }
+}
+
+/// Submits one funding request and waits for its Discord delivery's first error.
+async fn first_error(app: &TestApp) -> String {
+    let body = app.fund_request("ctr_1", "ms_1");
+    let id = approval_id(&body);
+    assert_eq!(app.submit(&body).await.0, 202);
+    eventually("the delivery has failed at least once", || async {
+        let v = app.approval(&id).await;
+        v["deliveries"][0]["last_error"].as_str().map(str::to_owned)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn discord_a_429_storm_blocks_neither_the_worker_nor_shutdown() {
+    let mut app = discord_app(DiscordMode::Channel).await;
+    // Every post is refused with an hour's global wait.
+    app.discord.force_rate_limit(usize::MAX, 3600.0, true);
+    let error = first_error(&app).await;
+    assert!(error.contains("rate limited"), "{error}");
+    // The worker is not stuck inside the call: shutdown finishes at once.
+    tokio::time::timeout(Duration::from_secs(10), app.stop())
+        .await
+        .expect("shutdown waited on Discord's 429");
+    assert_eq!(app.discord.requests().len(), 1, "hammered a 429");
+}
+
+#[tokio::test]
+async fn discord_third_party_text_can_never_link_mention_or_format() {
+    let app = discord_app(DiscordMode::Dm).await;
+    let title = "Pay at https://evil.example/pay @everyone **now** <@123>";
+    let trainer = "@here [support](https://evil.example) <#42>";
+    app.opentrain.add_simple_contract(
+        "ctr_1",
+        title,
+        trainer,
+        &[("ms_1", "`x` https://a.b/c ||spoiler||", 450.0, "NOT_FUNDED")],
+    );
+    let body = app
+        .opentrain
+        .create_approval("milestone_fund", Some("ctr_1"), Some("ms_1"), None);
+    let body = with_agent(&body, "agent", json!({"note": "see https://c.d <@&1>"}));
+    assert_eq!(app.submit(&body).await.0, 202);
+    let msg = dc_messages(&app, DiscordMode::Dm, 1).await.remove(0);
+    assert_eq!(
+        msg.autolinks(),
+        Vec::<String>::new(),
+        "{}",
+        embed_text(&msg)
+    );
+    // Still readable: verbatim, in code, with `@` kept from pinging.
+    assert_eq!(
+        field(&msg, "Contract"),
+        format!("`{}`", title.replace('@', "@\u{200B}"))
+    );
+    assert_eq!(
+        field(&msg, "Trainer"),
+        format!("`{}`", trainer.replace('@', "@\u{200B}"))
+    );
+    assert!(
+        field(&msg, "Milestone").starts_with("`` `x` https://a.b/c ||spoiler||"),
+        "{}",
+        field(&msg, "Milestone")
+    );
+    // The only link is the approval button.
+    assert_eq!(buttons(&msg).len(), 1);
+    assert!(embed(&msg).get("url").is_none_or(Value::is_null));
+}
+
+#[tokio::test]
 async fn discord_a_deleted_message_is_marked_gone_and_never_reposted() {
     let app = discord_app(DiscordMode::Dm).await;
     let (id, msg) = posted(&app, DiscordMode::Dm).await;
@@ -530,47 +645,87 @@ async fn discord_a_deleted_message_is_marked_gone_and_never_reposted() {
     );
 }
 
-#[tokio::test]
-async fn discord_an_owner_with_closed_dms_fails_once_without_a_retry_loop() {
-    let app = {
-        let app = discord_app(DiscordMode::Dm).await;
-        app.discord.close_dms(DC_OWNER);
-        app
-    };
-    let body = app.fund_request("ctr_1", "ms_1");
-    let id = approval_id(&body);
-    assert_eq!(app.submit(&body).await.0, 202);
-    let view = eventually("the delivery is marked failed", || async {
-        let v = app.approval(&id).await;
-        (v["deliveries"][0]["state"] == "failed").then_some(v)
-    })
-    .await;
-    let error = view["deliveries"][0]["last_error"].as_str().unwrap();
-    assert!(
-        error.contains("50007") && error.contains("direct messages"),
-        "{view}"
-    );
-    settle().await;
-    assert_eq!(message_posts(&app), 1);
+/// Submits `n` funding requests and waits until every one's Discord delivery has failed.
+async fn all_fail(app: &TestApp, n: usize) -> Vec<Value> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let body = app.fund_request(&format!("ctr_{i}"), &format!("ms_{i}"));
+        ids.push(approval_id(&body));
+        assert_eq!(app.submit(&body).await.0, 202);
+    }
+    let mut views = Vec::new();
+    for id in ids {
+        views.push(
+            eventually(
+                &format!("the delivery of {id} is marked failed"),
+                || async {
+                    let v = app.approval(&id).await;
+                    (v["deliveries"][0]["state"] == "failed").then_some(v)
+                },
+            )
+            .await,
+        );
+    }
+    views
 }
 
 #[tokio::test]
-async fn discord_a_refused_token_is_a_clear_configuration_error() {
+async fn discord_an_owner_with_closed_dms_fails_once_without_a_retry_loop() {
+    let app = discord_app(DiscordMode::Dm).await;
+    app.discord.close_dms(DC_OWNER);
+    let views = all_fail(&app, 3).await;
+    let error = views[0]["deliveries"][0]["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("50007") && error.contains("direct messages"),
+        "{error}"
+    );
+    // A 403 counts towards Discord's invalid-request ban: the same post is not tried again
+    // within the minute, whichever approval it is for.
+    assert_eq!(message_posts(&app), 1);
+    assert_eq!(app.discord.invalid_request_count(), 1);
+    let later = views[2]["deliveries"][0]["last_error"].as_str().unwrap();
+    assert!(later.contains("not sent again"), "{later}");
+}
+
+#[tokio::test]
+async fn discord_a_lost_permission_is_not_retried_within_a_minute() {
     let app = discord_app(DiscordMode::Channel).await;
-    app.discord.fail_next(1, 401, 0, "401: Unauthorized");
-    let body = app.fund_request("ctr_1", "ms_1");
-    let id = approval_id(&body);
-    assert_eq!(app.submit(&body).await.0, 202);
-    let view = eventually("the delivery is marked failed", || async {
-        let v = app.approval(&id).await;
-        (v["deliveries"][0]["state"] == "failed").then_some(v)
-    })
-    .await;
-    let error = view["deliveries"][0]["last_error"].as_str().unwrap();
-    assert!(error.contains("discord.bot_token"), "{view}");
-    assert!(!error.contains(DC_TOKEN), "{view}");
-    settle().await;
-    assert_eq!(message_posts(&app), 1, "retried a refused token");
+    app.discord.deny_posting(DC_CHANNEL);
+    let views = all_fail(&app, 4).await;
+    for view in &views {
+        let error = view["deliveries"][0]["last_error"].as_str().unwrap();
+        assert!(
+            error.contains("50013") && error.contains("discord.channel_id"),
+            "{error}"
+        );
+    }
+    assert_eq!(message_posts(&app), 1, "a refused post was sent again");
+    assert_eq!(app.discord.invalid_request_count(), 1);
+}
+
+#[tokio::test]
+async fn discord_a_refused_token_stops_every_discord_request_until_a_restart() {
+    let app = discord_app(DiscordMode::Dm).await;
+    // The token was reset on Discord's side.
+    app.discord.set_token("MTIz.another-token");
+    let views = all_fail(&app, 3).await;
+    for view in &views {
+        let error = view["deliveries"][0]["last_error"].as_str().unwrap();
+        assert!(error.contains("discord.bot_token"), "{error}");
+        assert!(!error.contains(DC_TOKEN), "{error}");
+    }
+    assert_eq!(
+        app.discord.requests().len(),
+        1,
+        "a request after Discord refused the token"
+    );
+    assert_eq!(app.discord.invalid_request_count(), 1);
+
+    // The operator fixes the token and restarts: everything is delivered.
+    app.discord.set_token(DC_TOKEN);
+    let app = app.restart().await;
+    dc_messages(&app, DiscordMode::Dm, 3).await;
+    assert_eq!(app.discord.invalid_request_count(), 1);
 }
 
 #[tokio::test]
@@ -626,15 +781,25 @@ async fn discord_restart_edits_the_same_message_without_reopening_the_dm() {
     );
 }
 
-// ---- the notifier on its own, against the fake -------------------------------------------
+// ---- the notifier on its own, through serenity over TLS, against the fake ---------------------
 
-fn settings(fake: &FakeDiscord, target: DiscordTarget) -> DiscordSettings {
+/// Settings as production has them: no `api_url`, so requests go to https://discord.com.
+fn settings(target: DiscordTarget) -> DiscordSettings {
     DiscordSettings {
         bot_token: Secret::new(DC_TOKEN),
         target,
-        api_url: Some(fake.api_url().parse().unwrap()),
+        api_url: None,
         min_send_interval: Duration::ZERO,
     }
+}
+
+/// The notifier as the app builds it, its client resolving discord.com to `fake`.
+fn notifier(fake: &FakeDiscord, target: DiscordTarget) -> Discord {
+    Discord::with_client(&settings(target), discord_client(fake)).unwrap()
+}
+
+async fn fake_discord() -> FakeDiscord {
+    FakeDiscord::start(DC_TOKEN, DC_OWNER, DC_CHANNEL).await
 }
 
 fn card(state: CardState) -> Card {
@@ -664,49 +829,34 @@ fn message_ids(m: &countersign::notify::MessageRef) -> (u64, u64) {
     (c.parse().unwrap(), id.parse().unwrap())
 }
 
-#[tokio::test]
-async fn discord_notifier_reads_retry_after_from_the_429_itself() {
-    let fake = FakeDiscord::start(DC_TOKEN, DC_OWNER, DC_CHANNEL).await;
-    let discord = Discord::new(&settings(&fake, DiscordTarget::Channel(DC_CHANNEL))).unwrap();
-    assert_eq!(discord.channel(), "discord");
-    fake.force_rate_limit(1, 1.25, false);
-    let err = discord.post(&card(CardState::Pending)).await.unwrap_err();
-    assert!(
-        matches!(err, NotifyError::RateLimited(d) if d == Duration::from_millis(1250)),
-        "{err:?}"
-    );
-    fake.force_rate_limit(1, 3.5, true);
-    let err = discord.post(&card(CardState::Pending)).await.unwrap_err();
-    assert!(
-        matches!(err, NotifyError::RateLimited(d) if d == Duration::from_millis(3500)),
-        "{err:?}"
-    );
-    // A 429 that does not say how long (not Discord's body) is waited out conservatively, and
-    // longer each time in a row.
-    fake.fail_next(2, 429, 0, "You are being rate limited.");
-    let first = discord.post(&card(CardState::Pending)).await.unwrap_err();
-    let second = discord.post(&card(CardState::Pending)).await.unwrap_err();
-    match (first, second) {
-        (NotifyError::RateLimited(a), NotifyError::RateLimited(b)) => {
-            assert!(a >= Duration::from_secs(1) && b > a, "{a:?} then {b:?}")
-        }
-        other => panic!("{other:?}"),
+/// Every request reached the fake as `discord.com` over TLS.
+fn assert_all_over_tls(fake: &FakeDiscord) {
+    let requests = fake.requests();
+    assert!(!requests.is_empty());
+    for r in requests {
+        assert!(r.tls && r.path.starts_with("/api/v10/"), "{r:?}");
     }
-    let message = discord
-        .post(&card(CardState::Pending))
-        .await
-        .expect("posted");
-    assert_eq!(message_ids(&message).0, DC_CHANNEL);
+}
+
+/// When the `n`th request (from 0) reached the fake, after the first.
+fn arrival(fake: &FakeDiscord, n: usize) -> Duration {
+    let requests = fake.requests();
+    requests[n].at.duration_since(requests[0].at)
 }
 
 #[tokio::test]
 async fn discord_notifier_posts_edits_and_reminds_in_reply() {
-    let fake = FakeDiscord::start(DC_TOKEN, DC_OWNER, DC_CHANNEL).await;
-    let discord = Discord::new(&settings(&fake, DiscordTarget::User(DC_OWNER))).unwrap();
+    let fake = fake_discord().await;
+    let discord = notifier(&fake, DiscordTarget::User(DC_OWNER));
+    assert_eq!(discord.channel(), "discord");
     let pending = card(CardState::Pending);
     let message = discord.post(&pending).await.expect("posted");
     let (channel, id) = message_ids(&message);
-    assert_eq!(Some(channel), fake.dm_channel_of(DC_OWNER));
+    assert_eq!(
+        Some(channel),
+        fake.dm_channel_of(DC_OWNER),
+        "the DM was opened"
+    );
     // A repeated post (its answer lost) comes back as the same message, not a second one.
     let again = discord.post(&pending).await.expect("posted again");
     assert_eq!(again, message);
@@ -728,13 +878,18 @@ async fn discord_notifier_posts_edits_and_reminds_in_reply() {
         resolved_at: Some(Utc::now()),
     });
     discord.edit(&message, &done).await.expect("edited");
+    assert_eq!(embed(&fake.messages(channel)[0])["color"], RED);
     discord
         .edit(&message, &done)
         .await
         .expect("an unchanged edit is a success");
+    // Deleted by the owner: Discord's 10008 means the message is gone for good.
     fake.delete_message(channel, id);
     let err = discord.edit(&message, &done).await.unwrap_err();
-    assert!(matches!(err, NotifyError::Gone(_)), "{err:?}");
+    assert!(
+        matches!(&err, NotifyError::Gone(e) if e.contains("10008")),
+        "{err:?}"
+    );
     // A reminder still reaches the owner when the original is gone.
     discord
         .remind(&message, &pending)
@@ -746,6 +901,296 @@ async fn discord_notifier_posts_edits_and_reminds_in_reply() {
         1,
         "the DM channel is opened once"
     );
+    assert_all_over_tls(&fake);
+}
+
+#[tokio::test]
+async fn discord_notifier_honours_a_routes_429_on_that_route_only() {
+    let fake = fake_discord().await;
+    let discord = notifier(&fake, DiscordTarget::Channel(DC_CHANNEL));
+    let message = discord.post(&card(CardState::Pending)).await.unwrap();
+    fake.force_rate_limit(1, 0.4, false);
+    let err = discord.post(&card(CardState::Pending)).await.unwrap_err();
+    assert!(
+        matches!(err, NotifyError::RateLimited(d) if d == Duration::from_millis(400)),
+        "{err:?}"
+    );
+    // Another route goes at once; the limited one not before its retry_after.
+    discord
+        .edit(&message, &card(CardState::Pending))
+        .await
+        .unwrap();
+    assert!(arrival(&fake, 2) < Duration::from_millis(400));
+    discord.post(&card(CardState::Pending)).await.unwrap();
+    let wait = fake.requests()[3].at.duration_since(fake.requests()[1].at);
+    assert!(wait >= Duration::from_millis(400), "{wait:?}");
+    assert_eq!(fake.rate_limited_count(), 1);
+    assert_all_over_tls(&fake);
+}
+
+#[tokio::test]
+async fn discord_notifier_honours_a_global_429_on_every_route() {
+    let fake = fake_discord().await;
+    let discord = notifier(&fake, DiscordTarget::Channel(DC_CHANNEL));
+    let message = discord.post(&card(CardState::Pending)).await.unwrap();
+    fake.force_rate_limit(1, 0.4, true);
+    let err = discord
+        .edit(&message, &card(CardState::Pending))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, NotifyError::RateLimited(d) if d == Duration::from_millis(400)),
+        "{err:?}"
+    );
+    discord.post(&card(CardState::Pending)).await.unwrap();
+    let wait = fake.requests()[2].at.duration_since(fake.requests()[1].at);
+    assert!(wait >= Duration::from_millis(400), "{wait:?}");
+    assert_eq!(fake.rate_limited_count(), 1);
+}
+
+#[tokio::test]
+async fn discord_notifier_waits_out_a_429_that_does_not_say_how_long() {
+    let fake = fake_discord().await;
+    let discord = notifier(&fake, DiscordTarget::Channel(DC_CHANNEL));
+    // A proxy's or Cloudflare's 429: no retry_after anywhere.
+    fake.fail_next(1, 429, 0, "You are being rate limited.");
+    let err = discord.post(&card(CardState::Pending)).await.unwrap_err();
+    assert!(
+        matches!(err, NotifyError::RateLimited(d) if d >= Duration::from_secs(2)),
+        "{err:?}"
+    );
+    assert_eq!(fake.requests().len(), 1);
+}
+
+#[tokio::test]
+async fn discord_notifier_stays_under_discords_limits_without_a_429() {
+    let fake = fake_discord().await;
+    // A bucket of 5 that resets in a minute. The sixth post is not sent into it: a wait that
+    // long goes back to delivery, which holds the chat.
+    fake.set_bucket(5, Duration::from_secs(60));
+    let discord = notifier(&fake, DiscordTarget::Channel(DC_CHANNEL));
+    for _ in 0..5 {
+        discord.post(&card(CardState::Pending)).await.unwrap();
+    }
+    let err = discord.post(&card(CardState::Pending)).await.unwrap_err();
+    assert!(
+        matches!(err, NotifyError::RateLimited(d) if d > Duration::from_secs(59)),
+        "{err:?}"
+    );
+    assert_eq!(fake.requests().len(), 5, "a post into an empty bucket");
+    // Scaled down, the wait happens in place and the post goes through.
+    let fake = fake_discord().await;
+    fake.set_bucket(2, Duration::from_millis(300));
+    let discord = notifier(&fake, DiscordTarget::Channel(DC_CHANNEL));
+    for _ in 0..5 {
+        discord.post(&card(CardState::Pending)).await.unwrap();
+    }
+    assert_eq!(fake.rate_limited_count(), 0);
+    assert!(arrival(&fake, 4) >= Duration::from_millis(600));
+}
+
+#[tokio::test]
+async fn discord_notifier_closed_dms_and_lost_permissions_are_asked_once_a_minute() {
+    let fake = fake_discord().await;
+    fake.close_dms(DC_OWNER);
+    let discord = notifier(&fake, DiscordTarget::User(DC_OWNER));
+    for _ in 0..3 {
+        let err = discord.post(&card(CardState::Pending)).await.unwrap_err();
+        assert!(
+            matches!(&err, NotifyError::Permanent(e) if e.contains("50007") && e.contains("direct messages")),
+            "{err:?}"
+        );
+    }
+    assert_eq!(fake.count("POST", "/messages"), 1);
+
+    fake.deny_posting(DC_CHANNEL);
+    let discord = notifier(&fake, DiscordTarget::Channel(DC_CHANNEL));
+    for _ in 0..3 {
+        let err = discord.post(&card(CardState::Pending)).await.unwrap_err();
+        assert!(
+            matches!(&err, NotifyError::Permanent(e) if e.contains("50013") && e.contains("Send Messages")),
+            "{err:?}"
+        );
+    }
+    assert_eq!(fake.count("POST", &format!("/channels/{DC_CHANNEL}/")), 1);
+    assert_eq!(fake.invalid_request_count(), 2);
+}
+
+#[tokio::test]
+async fn discord_notifier_stops_for_good_after_a_refused_token() {
+    let fake = fake_discord().await;
+    let discord = notifier(&fake, DiscordTarget::Channel(DC_CHANNEL));
+    let message = discord.post(&card(CardState::Pending)).await.unwrap();
+    fake.set_token("MTIz.reset-token");
+    let err = discord
+        .edit(&message, &card(CardState::Pending))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, NotifyError::Permanent(e) if e.contains("discord.bot_token")),
+        "{err:?}"
+    );
+    assert!(discord.halted());
+    fake.set_token(DC_TOKEN);
+    for _ in 0..3 {
+        let err = discord.post(&card(CardState::Pending)).await.unwrap_err();
+        assert!(
+            matches!(&err, NotifyError::Permanent(e) if e.contains("not sent")),
+            "{err:?}"
+        );
+    }
+    assert_eq!(
+        fake.requests().len(),
+        2,
+        "requests after Discord refused the token"
+    );
+}
+
+#[tokio::test]
+async fn discord_notifier_5xx_stalls_and_outages_are_transient() {
+    let fake = fake_discord().await;
+    // Short timeouts so a stall costs this test little; the code is the production code.
+    let client = discord_client_with(&fake, client_builder().timeout(Duration::from_millis(800)));
+    let discord =
+        Discord::with_client(&settings(DiscordTarget::Channel(DC_CHANNEL)), client).unwrap();
+
+    fake.fail_next(1, 502, 0, "Bad Gateway");
+    let err = discord.post(&card(CardState::Pending)).await.unwrap_err();
+    assert!(
+        matches!(&err, NotifyError::Transient(e) if e.contains("502")),
+        "{err:?}"
+    );
+
+    fake.hang_next(1);
+    let err = discord.post(&card(CardState::Pending)).await.unwrap_err();
+    assert!(
+        matches!(&err, NotifyError::Transient(e) if e.contains("network error") && e.contains("timed out")),
+        "{err:?}"
+    );
+
+    fake.set_unreachable(true);
+    let err = discord.post(&card(CardState::Pending)).await.unwrap_err();
+    assert!(
+        matches!(&err, NotifyError::Transient(e) if e.contains("network error")),
+        "{err:?}"
+    );
+    fake.set_unreachable(false);
+
+    discord
+        .post(&card(CardState::Pending))
+        .await
+        .expect("posted once Discord is back");
+    assert_eq!(fake.messages(DC_CHANNEL).len(), 1);
+    assert_all_over_tls(&fake);
+}
+
+#[tokio::test]
+async fn discord_check_probe_reaches_the_dm_or_the_channel_and_posts_nothing() {
+    let fake = fake_discord().await;
+    let line = notifier(&fake, DiscordTarget::User(DC_OWNER))
+        .probe()
+        .await
+        .unwrap();
+    assert!(
+        line.contains("countersign-fake-bot") && line.contains("direct messages"),
+        "{line}"
+    );
+    let line = notifier(&fake, DiscordTarget::Channel(DC_CHANNEL))
+        .probe()
+        .await
+        .unwrap();
+    assert!(line.contains(&format!("channel {DC_CHANNEL}")), "{line}");
+    let err = notifier(&fake, DiscordTarget::Channel(42))
+        .probe()
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, NotifyError::Permanent(e) if e.contains("10003")),
+        "{err:?}"
+    );
+    assert_eq!(fake.count("POST", "/messages"), 0);
+    assert_all_over_tls(&fake);
+}
+
+// ---- text nobody at countersign wrote, whatever it is ------------------------------------------
+
+/// Strings made of the pieces Discord turns into links, mentions and markup, and anything else.
+fn hostile() -> impl Strategy<Value = String> {
+    const PIECES: &[&str] = &[
+        "https://",
+        "http://",
+        "steam://",
+        "@everyone",
+        "@here",
+        "<@",
+        "<@!",
+        "<@&",
+        "<#",
+        "</",
+        ">",
+        ":",
+        "`",
+        "```",
+        "\\",
+        "[x](",
+        ")",
+        "\u{200B}",
+        "\n",
+        " ",
+        "1",
+        "42",
+        "a.b",
+        "/c",
+    ];
+    let piece = prop_oneof![
+        3 => prop::sample::select(PIECES).prop_map(str::to_string),
+        1 => any::<char>().prop_map(String::from),
+    ];
+    prop::collection::vec(piece, 0..30).prop_map(|pieces| pieces.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn discord_never_shows_a_link_or_mention_from_anyone_elses_text(
+        title in hostile(),
+        trainer in hostile(),
+        note in hostile(),
+        kind in hostile(),
+        status in hostile(),
+        key in hostile(),
+        value in hostile(),
+    ) {
+        let fact = |label, value: &String, from_agent| Fact { label, value: value.clone(), from_agent };
+        let mut c = card(CardState::Pending);
+        c.headline = kind;
+        c.facts = vec![
+            fact("Contract", &title, false),
+            fact("Trainer", &trainer, false),
+            fact("Agent's note", &note, true),
+        ];
+        let states = [
+            CardState::Pending,
+            CardState::Other { status, resolved_at: None },
+            CardState::Confirmed { resolved_at: None, evidence: vec![(key, value.clone())] },
+            CardState::Superseded { by: Some(value) },
+        ];
+        for state in states {
+            c.state = state;
+            let view = EmbedView::of(&c);
+            let mut texts = vec![view.title.clone(), reminder_text(&c)];
+            for (name, value, _) in &view.fields {
+                texts.push(name.clone());
+                texts.push(value.clone());
+            }
+            for text in &texts {
+                prop_assert!(autolinks(text).is_empty(), "{:?} in {:?}", autolinks(text), text);
+            }
+            prop_assert!(view.total_chars() <= 6000);
+            prop_assert!(view.fields.iter().all(|(n, v, _)| !n.is_empty() && !v.is_empty()));
+        }
+    }
 }
 
 // ---- secrets -------------------------------------------------------------------------------
@@ -756,32 +1201,13 @@ async fn discord_notifier_posts_edits_and_reminds_in_reply() {
 async fn discord_errors_and_logs_never_reveal_the_token() {
     let logs = capture_logs();
 
-    // First Discord's address is a port nobody listens on: every send is a transport error.
-    let dead = format!("{}/api/v10", closed_address());
-    let app = spawn_app_with(Options {
-        telegram: false,
-        extra_toml: format!(
-            "[discord]\nbot_token = \"{DC_TOKEN}\"\nuser_id = {DC_OWNER}\napi_url = \"{dead}\"\nmin_send_interval_ms = 10\n"
-        ),
-        ..Options::default()
-    })
-    .await;
-    let body = app.fund_request("ctr_1", "ms_1");
-    let id = approval_id(&body);
-    assert_eq!(app.submit(&body).await.0, 202);
-    let view = eventually("the delivery has failed at least once", || async {
-        let v = app.approval(&id).await;
-        v["deliveries"][0]["last_error"].is_string().then_some(v)
-    })
-    .await;
-    assert!(
-        view["deliveries"][0]["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("network error"),
-        "{view}"
-    );
-    assert_no_secret("GET /v1/approvals/{id}", &view.to_string());
+    // First Discord cannot be reached: every send is a transport error.
+    let app = discord_app(DiscordMode::Dm).await;
+    app.discord.set_unreachable(true);
+    let error = first_error(&app).await;
+    assert!(error.contains("network error"), "{error}");
+    let (_, list) = app.get("/v1/approvals").await;
+    assert_no_secret("GET /v1/approvals", &list.to_string());
     drop(app);
 
     // Then a live fake that refuses everything: 5xx, a refused token, a form error.
