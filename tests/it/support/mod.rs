@@ -1,5 +1,6 @@
-//! `spawn_app()`: the real `App` on port 0 with a fresh store, against local fake OpenTrain and
-//! Telegram servers, plus helpers to drive it and wait for outcomes without fixed sleeps.
+//! `spawn_app()`: the real `App` on port 0 with a fresh store, against local fake OpenTrain,
+//! Telegram and Discord servers (Discord reached over TLS as `discord.com`), plus helpers to drive
+//! it and wait for outcomes without fixed sleeps.
 
 #![allow(dead_code)]
 
