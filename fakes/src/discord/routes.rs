@@ -10,17 +10,17 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{Request, State as AxumState};
 use axum::http::{Method, StatusCode, header};
 use axum::response::Response;
-use chrono::Utc;
 use serde_json::{Map, Value, json};
 
-use super::state::{State, StoredMessage};
+use super::state::{
+    State, StoredMessage, bot_user_json, discord_timestamp, message_json, user_json,
+};
 use super::validate::{
     FormErrors, array_of, body_object, check_bool, error_tree, is_empty_message, object_at,
     path_snowflake, plain, snowflake_value, validate_message_fields,
 };
-use super::{FAKE_BOT_USER_ID, FAKE_GUILD_ID, FakeDiscordMessage, RecordedDiscordCall, lock};
+use super::{FAKE_GUILD_ID, FakeDiscordMessage, RecordedDiscordCall, lock};
 
-const BOT_USERNAME: &str = "countersign-fake-bot";
 const API_PREFIX: &str = "/api/v10/";
 const BODY_LIMIT: usize = 8 << 20;
 
@@ -641,90 +641,4 @@ impl State {
         stored.edited_timestamp = Some(discord_timestamp());
         Ok(Reply::json(200, message_json(stored)))
     }
-}
-
-/// Discord's timestamp format, e.g. `2024-01-01T00:00:00.000000+00:00`.
-fn discord_timestamp() -> String {
-    Utc::now().format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
-}
-
-fn user_json(id: u64, username: &str, bot: bool) -> Value {
-    let mut user = json!({
-        "id": id.to_string(),
-        "username": username,
-        "discriminator": "0",
-        "global_name": null,
-        "avatar": null,
-        "public_flags": 0,
-        "flags": 0,
-        "banner": null,
-        "accent_color": null,
-        "avatar_decoration_data": null,
-        "collectibles": null,
-        "primary_guild": null,
-    });
-    // Discord omits `bot` for humans.
-    if bot {
-        user["bot"] = json!(true);
-    }
-    user
-}
-
-/// The bot user; `me` adds the private fields `GET /users/@me` returns.
-fn bot_user_json(me: bool) -> Value {
-    let mut user = user_json(FAKE_BOT_USER_ID, BOT_USERNAME, true);
-    if me {
-        user["mfa_enabled"] = json!(false);
-        user["locale"] = json!("en-US");
-        user["verified"] = json!(true);
-        user["email"] = Value::Null;
-    }
-    user
-}
-
-fn message_json(stored: &StoredMessage) -> Value {
-    let embeds: Vec<Value> = stored
-        .msg
-        .embeds
-        .iter()
-        .map(|embed| {
-            let mut embed = embed.clone();
-            if let Value::Object(map) = &mut embed {
-                map.entry("type").or_insert_with(|| json!("rich"));
-            }
-            embed
-        })
-        .collect();
-    let mut message = json!({
-        "id": stored.msg.id.to_string(),
-        "channel_id": stored.msg.channel_id.to_string(),
-        "type": 0,
-        "author": bot_user_json(false),
-        "content": stored.msg.content,
-        "timestamp": stored.timestamp,
-        "edited_timestamp": stored.edited_timestamp,
-        "tts": stored.tts,
-        "mention_everyone": false,
-        "mentions": [],
-        "mention_roles": [],
-        "attachments": [],
-        "embeds": embeds,
-        "components": stored.msg.components,
-        "pinned": false,
-        "flags": stored.flags,
-    });
-    if let Some(nonce) = &stored.nonce {
-        message["nonce"] = nonce.clone();
-    }
-    // A reply is message type 19 with the reference. LOOSER: Discord also embeds the replied-to
-    // message as `referenced_message`.
-    if let Some(reply_to) = stored.msg.reply_to {
-        message["type"] = json!(19);
-        message["message_reference"] = json!({
-            "type": 0,
-            "channel_id": stored.msg.channel_id.to_string(),
-            "message_id": reply_to.to_string(),
-        });
-    }
-    message
 }

@@ -1,13 +1,15 @@
-//! What the fake Discord remembers: the bot's token, who and where it may write, the messages it
-//! holds, the faults queued by the test, and every request it was sent.
+//! What the fake Discord remembers (the bot's token, who and where it may write, the messages it
+//! holds, the faults queued by the test, every request it was sent), and how Discord shows it.
 
 use std::collections::{HashMap, HashSet};
 
-use serde_json::Value;
+use chrono::Utc;
+use serde_json::{Value, json};
 
 use super::ratelimit::Limits;
-use super::{FakeDiscordMessage, RecordedDiscordCall};
+use super::{FAKE_BOT_USER_ID, FakeDiscordMessage, RecordedDiscordCall};
 
+const BOT_USERNAME: &str = "countersign-fake-bot";
 /// DM channels and messages get ids above this one, always increasing, like real snowflakes.
 const FIRST_GENERATED_ID: u64 = 1_300_000_000_000_000_000;
 
@@ -82,4 +84,90 @@ impl State {
             .find(|&(_, &c)| c == channel_id)
             .map(|(&user, _)| user)
     }
+}
+
+/// Discord's timestamp format, e.g. `2024-01-01T00:00:00.000000+00:00`.
+pub(super) fn discord_timestamp() -> String {
+    Utc::now().format("%Y-%m-%dT%H:%M:%S%.6f+00:00").to_string()
+}
+
+pub(super) fn user_json(id: u64, username: &str, bot: bool) -> Value {
+    let mut user = json!({
+        "id": id.to_string(),
+        "username": username,
+        "discriminator": "0",
+        "global_name": null,
+        "avatar": null,
+        "public_flags": 0,
+        "flags": 0,
+        "banner": null,
+        "accent_color": null,
+        "avatar_decoration_data": null,
+        "collectibles": null,
+        "primary_guild": null,
+    });
+    // Discord omits `bot` for humans.
+    if bot {
+        user["bot"] = json!(true);
+    }
+    user
+}
+
+/// The bot user; `me` adds the private fields `GET /users/@me` returns.
+pub(super) fn bot_user_json(me: bool) -> Value {
+    let mut user = user_json(FAKE_BOT_USER_ID, BOT_USERNAME, true);
+    if me {
+        user["mfa_enabled"] = json!(false);
+        user["locale"] = json!("en-US");
+        user["verified"] = json!(true);
+        user["email"] = Value::Null;
+    }
+    user
+}
+
+pub(super) fn message_json(stored: &StoredMessage) -> Value {
+    let embeds: Vec<Value> = stored
+        .msg
+        .embeds
+        .iter()
+        .map(|embed| {
+            let mut embed = embed.clone();
+            if let Value::Object(map) = &mut embed {
+                map.entry("type").or_insert_with(|| json!("rich"));
+            }
+            embed
+        })
+        .collect();
+    let mut message = json!({
+        "id": stored.msg.id.to_string(),
+        "channel_id": stored.msg.channel_id.to_string(),
+        "type": 0,
+        "author": bot_user_json(false),
+        "content": stored.msg.content,
+        "timestamp": stored.timestamp,
+        "edited_timestamp": stored.edited_timestamp,
+        "tts": stored.tts,
+        "mention_everyone": false,
+        "mentions": [],
+        "mention_roles": [],
+        "attachments": [],
+        "embeds": embeds,
+        "components": stored.msg.components,
+        "pinned": false,
+        "flags": stored.flags,
+    });
+    if let Some(nonce) = &stored.nonce {
+        message["nonce"] = nonce.clone();
+    }
+    // A reply is message type 19 with the reference. LOOSER: Discord also embeds the replied-to
+    // message as `referenced_message`.
+    if let Some(reply_to) = stored.msg.reply_to {
+        message["type"] = json!(19);
+        message["message_reference"] = json!({
+            "type": 0,
+            "channel_id": stored.msg.channel_id.to_string(),
+            "message_id": reply_to.to_string(),
+        });
+    }
+    message
 }
