@@ -12,7 +12,7 @@
 //! - **Plain HTTP** ([`FakeDiscord::api_url`]), for clients configured with another API base
 //!   (countersign's `discord.api_url`, serenity's `HttpBuilder::proxy`), e.g. a child process.
 //!
-//! Rate limits ([`ratelimit`]) are enforced as Discord does: a bucket per route and major
+//! Rate limits (`ratelimit.rs`) are enforced as Discord does: a bucket per route and major
 //! parameter (5 requests per 5 s unless a test scales it), the global 50 requests/s per bot, and
 //! the invalid-request limit (10,000 answers of 401/403/429 in 10 minutes get the client banned
 //! for a while, with a non-JSON 429, as Cloudflare does).

@@ -2,8 +2,8 @@
 //! DM with the owner (`discord.user_id`) or to a channel (`discord.channel_id`), and PATCHed in
 //! place when the approval resolves.
 //!
-//! - [`embed`]: what the owner sees; [`markdown`]: how text is kept literal (nothing anyone but
-//!   countersign wrote can link, mention or format).
+//! - [`embed`](mod@embed): what the owner sees; [`markdown`]: how text is kept literal
+//!   (nothing anyone but countersign wrote can link, mention or format).
 //! - `transport`: the one path every request takes, production and tests alike;
 //!   `ratelimit`: Discord's limits, kept by countersign alone; `errors`: Discord's answers
 //!   sorted into verdicts.
