@@ -52,6 +52,8 @@ pub struct App {
     opentrain: OpenTrain,
     hook: TcpListener,
     proxy: Option<TcpListener>,
+    /// The HTTP client Discord requests go through, when not the production one.
+    discord_client: Option<reqwest::Client>,
 }
 
 impl App {
@@ -90,7 +92,15 @@ impl App {
             opentrain,
             hook,
             proxy,
+            discord_client: None,
         })
+    }
+
+    /// Sends Discord's requests through `client` instead of a production one; tests give a
+    /// client that resolves `discord.com` to a local fake and trusts its certificate.
+    pub fn with_discord_client(mut self, client: reqwest::Client) -> App {
+        self.discord_client = Some(client);
+        self
     }
 
     /// The address the proxy listens on, when proxy mode is on.
@@ -117,6 +127,7 @@ impl App {
             opentrain,
             hook,
             proxy,
+            discord_client,
         } = self;
         let workers = TaskTracker::new();
         let metrics = Arc::new(Metrics::new());
@@ -141,7 +152,11 @@ impl App {
             spawn_delivery(&workers, &stop, telegram, pacer, &store, &app_url, &metrics);
         }
         if let Some(dc) = &settings.discord {
-            let discord = Discord::new(dc).map_err(StartError::Other)?;
+            let discord = match discord_client {
+                Some(client) => Discord::with_client(dc, client),
+                None => Discord::new(dc),
+            }
+            .map_err(StartError::Other)?;
             channels.push(discord.channel());
             let pacer = Pacer::new(discord.min_interval());
             spawn_delivery(&workers, &stop, discord, pacer, &store, &app_url, &metrics);

@@ -9,6 +9,7 @@ use teloxide::types::{ChatAction, ChatId};
 use teloxide::{ApiError, RequestError};
 
 use crate::config::Settings;
+use crate::notify::NotifyError;
 use crate::notify::discord::Discord;
 use crate::notify::telegram::Telegram;
 use crate::opentrain::{OpenTrain, UpstreamError};
@@ -172,47 +173,13 @@ async fn check_telegram(telegram: &Telegram, chat_id: i64) -> Result<String, Str
 }
 
 async fn check_discord(dc: &crate::config::DiscordSettings) -> Result<String, String> {
-    use serenity::model::id::{ChannelId, UserId};
+    // The notifier's own requests and verdicts, so `check` says what delivery would hit.
     let discord = Discord::new(dc)?;
-    let http = discord.http();
-    let explain =
-        |e: serenity::Error| match e {
-            serenity::Error::Http(serenity::http::HttpError::UnsuccessfulRequest(r)) => {
-                match (r.status_code.as_u16(), r.error.code) {
-                (401, _) => "Discord refused discord.bot_token (401)".to_string(),
-                (_, 50007) => "the owner does not accept direct messages from the bot (50007): \
-                               share a server with it and allow DMs, or use discord.channel_id"
-                    .to_string(),
-                (_, 10003) => {
-                    "Discord does not know discord.channel_id (Unknown Channel)".to_string()
-                }
-                (_, 50001) | (_, 50013) => {
-                    "the bot may not see or post in that channel (missing access or permissions)"
-                        .to_string()
-                }
-                (status, code) => {
-                    format!("Discord answered {status} (code {code}): {}", r.error.message)
-                }
-            }
-            }
-            other => format!("cannot reach Discord: {other}"),
-        };
-    let me = http.get_current_user().await.map_err(explain)?;
-    let target = match dc.target {
-        crate::config::DiscordTarget::User(user) => {
-            let dm = UserId::new(user)
-                .create_dm_channel(http)
-                .await
-                .map_err(explain)?;
-            format!("direct messages to user {user} (channel {})", dm.id)
+    discord.probe().await.map_err(|e| match e {
+        NotifyError::Transient(e) => format!("cannot reach Discord: {e}"),
+        NotifyError::RateLimited(wait) => {
+            format!("Discord asks to wait {wait:?} before the next request; try again then")
         }
-        crate::config::DiscordTarget::Channel(channel) => {
-            let c = ChannelId::new(channel)
-                .to_channel(http)
-                .await
-                .map_err(explain)?;
-            format!("channel {}", c.id())
-        }
-    };
-    Ok(format!("bot {} can reach {target}", me.name))
+        NotifyError::Gone(e) | NotifyError::Permanent(e) => e,
+    })
 }

@@ -1,5 +1,6 @@
-//! `spawn_app()`: the real `App` on port 0 with a fresh store, against local fake OpenTrain and
-//! Telegram servers, plus helpers to drive it and wait for outcomes without fixed sleeps.
+//! `spawn_app()`: the real `App` on port 0 with a fresh store, against local fake OpenTrain,
+//! Telegram and Discord servers (Discord reached over TLS as `discord.com`), plus helpers to drive
+//! it and wait for outcomes without fixed sleeps.
 
 #![allow(dead_code)]
 
@@ -87,9 +88,9 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
         options.telegram_interval_ms.saturating_sub(20),
     ));
     let discord = FakeDiscord::start(DC_TOKEN, DC_OWNER, DC_CHANNEL).await;
-    discord.set_min_interval(Duration::from_millis(
-        options.discord_interval_ms.saturating_sub(20),
-    ));
+    // Discord's message buckets (5 per 5 s) scaled down 20 times; countersign reads them from
+    // the answers' headers, so no test may draw a 429 it did not force.
+    discord.set_bucket(5, Duration::from_millis(250));
     let dir = Arc::new(tempfile::tempdir().expect("tempdir"));
     let store_path = dir.path().join("countersign.db");
     let telegram_toml = if options.telegram {
@@ -140,8 +141,17 @@ async fn start(
     store_path: PathBuf,
     toml: String,
 ) -> TestApp {
-    let settings = Settings::from_toml_and_env(Some(&toml), HashMap::new()).expect("settings");
-    let app = App::build(settings).await.expect("app builds");
+    let mut settings = Settings::from_toml_and_env(Some(&toml), HashMap::new()).expect("settings");
+    // In process, Discord is reached as in production: at discord.com, over TLS, which the
+    // client resolves to the fake. (`toml` names the fake's plain listener in `api_url` for the
+    // child processes that tests start, which cannot be handed a client.)
+    if let Some(dc) = settings.discord.as_mut() {
+        dc.api_url = None;
+    }
+    let app = App::build(settings)
+        .await
+        .expect("app builds")
+        .with_discord_client(discord_client(&discord));
     let hook = format!("http://{}", app.hook_addr());
     let proxy = app.proxy_addr().map(|a| format!("http://{a}"));
     let shutdown = CancellationToken::new();
@@ -365,6 +375,22 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
     fn make_writer(&'a self) -> Self::Writer {
         self.clone()
     }
+}
+
+/// countersign's Discord client, as production builds it, except that `discord.com` is the fake
+/// and the fake's CA is trusted.
+pub fn discord_client(fake: &FakeDiscord) -> reqwest::Client {
+    discord_client_with(fake, countersign::notify::discord::client_builder())
+}
+
+/// The same, from a given builder (a test may shorten its timeouts).
+pub fn discord_client_with(fake: &FakeDiscord, builder: reqwest::ClientBuilder) -> reqwest::Client {
+    let ca = reqwest::Certificate::from_der(&fake.ca_certificate_der()).expect("the fake's CA");
+    builder
+        .resolve(countersign_fakes::discord::DISCORD_HOST, fake.tls_addr())
+        .add_root_certificate(ca)
+        .build()
+        .expect("Discord client")
 }
 
 /// `http://127.0.0.1:<port>` where nothing listens: every request to it fails to connect.

@@ -1,17 +1,18 @@
-//! Discord: the same end-to-end cases as Telegram, against the strict fake Discord REST server.
-//! What the owner sees (one embed, edited in place, colour and button following the status),
-//! DM and channel modes, both chats at once, neutralised agent text, 429s, deleted messages,
-//! closed DMs, outages, and the token staying secret.
+//! Discord: the same end-to-end cases as Telegram, against the strict fake Discord REST server,
+//! reached the production way (serenity's requests to `https://discord.com`, over TLS, which the
+//! test client resolves to the fake). What the owner sees (one embed, edited in place, colour
+//! and button following the status), DM and channel modes, both chats at once, text nobody at
+//! countersign wrote shown so it cannot link or mention, Discord's rate limits kept without a
+//! single 429, the invalid-request ban kept far away, deleted messages, closed DMs, lost
+//! permissions, outages, stalls, and the token staying secret. [`notifier`] drives the notifier
+//! alone through each of Discord's answers; [`text`] feeds it any text at all.
+
+mod notifier;
+mod text;
 
 use std::time::Duration;
 
 use chrono::Utc;
-use countersign::approval::Usd;
-use countersign::config::{DiscordSettings, DiscordTarget, SecretString};
-use countersign::notify::discord::Discord;
-use countersign::notify::render::{Amount, AmountSource};
-use countersign::notify::{Card, CardState, Fact, Notifier, NotifyError};
-use countersign_fakes::FakeDiscord;
 use countersign_fakes::discord::FakeDiscordMessage;
 use serde_json::{Value, json};
 
@@ -181,12 +182,13 @@ async fn discord_pending_message_shows_amount_context_expiry_and_a_link_button()
         "no link but the button"
     );
     assert_eq!(field(&msg, "Amount"), "$450.00 (from OpenTrain)");
+    // OpenTrain's titles and names are people's words: shown as code, like the agent's.
     assert_eq!(
         field(&msg, "Contract"),
-        "Spanish Sentiment Labeling Contract"
+        "`Spanish Sentiment Labeling Contract`"
     );
-    assert!(field(&msg, "Milestone").starts_with("First labeling batch"));
-    assert_eq!(field(&msg, "Trainer"), "Maria G.");
+    assert!(field(&msg, "Milestone").starts_with("`First labeling batch"));
+    assert_eq!(field(&msg, "Trainer"), "`Maria G.`");
     let expires = field(&msg, "Expires");
     assert!(
         expires.contains(" UTC (<t:") && expires.ends_with(":R>)"),
@@ -202,13 +204,15 @@ async fn discord_pending_message_shows_amount_context_expiry_and_a_link_button()
     );
     assert!(msg.content.is_empty(), "{:?}", msg.content);
     assert_no_mentions_allowed(&msg);
-    // The token travels only as the Authorization header.
+    assert_eq!(msg.autolinks(), Vec::<String>::new());
+    // The token travels only as the Authorization header, over TLS to discord.com.
     for r in app.discord.requests() {
         assert_eq!(
             r.authorization.as_deref(),
             Some(&*format!("Bot {DC_TOKEN}"))
         );
         assert!(!r.path.contains(DC_TOKEN));
+        assert!(r.tls, "{r:?}");
     }
 }
 
@@ -503,6 +507,114 @@ async fn discord_sends_are_paced_so_a_burst_draws_no_429() {
 }
 
 #[tokio::test]
+async fn discord_a_burst_of_200_approvals_is_delivered_in_full_without_429s() {
+    // No pace of countersign's own: only Discord's limits, read from the answers, keep it from
+    // a 429. The fake holds the channel's bucket to 5 per 100 ms and the bot to Discord's real
+    // global limit of 50 requests in any second, both at once.
+    let app = spawn_app_with(Options {
+        telegram: false,
+        discord: Some(DiscordMode::Channel),
+        discord_interval_ms: 0,
+        ..Options::default()
+    })
+    .await;
+    app.discord.set_bucket(5, Duration::from_millis(100));
+    let bodies: Vec<Value> = (0..200)
+        .map(|i| app.fund_request(&format!("ctr_{i}"), &format!("ms_{i}")))
+        .collect();
+    let answers = futures_util::future::join_all(bodies.iter().map(|b| app.submit(b))).await;
+    assert!(answers.iter().all(|(s, _)| *s == 202), "{answers:?}");
+    let msgs = eventually("all 200 Discord messages", || async {
+        let m = app.discord.messages(DC_CHANNEL);
+        (m.len() >= 200).then_some(m)
+    })
+    .await;
+    assert_eq!(
+        app.discord.rate_limited_count(),
+        0,
+        "a request went into a limit Discord had said was used up"
+    );
+    for b in &bodies {
+        let footer = format!("approval {}", approval_id(b));
+        assert_eq!(
+            msgs.iter()
+                .filter(|m| embed(m)["footer"]["text"] == footer.as_str())
+                .count(),
+            1,
+            "{footer}"
+        );
+    }
+}
+
+/// Submits one funding request and waits for its Discord delivery's first error.
+async fn first_error(app: &TestApp) -> String {
+    let body = app.fund_request("ctr_1", "ms_1");
+    let id = approval_id(&body);
+    assert_eq!(app.submit(&body).await.0, 202);
+    eventually("the delivery has failed at least once", || async {
+        let v = app.approval(&id).await;
+        v["deliveries"][0]["last_error"].as_str().map(str::to_owned)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn discord_a_429_storm_blocks_neither_the_worker_nor_shutdown() {
+    let mut app = discord_app(DiscordMode::Channel).await;
+    // Every post is refused with an hour's global wait.
+    app.discord.force_rate_limit(usize::MAX, 3600.0, true);
+    let error = first_error(&app).await;
+    assert!(error.contains("rate limited"), "{error}");
+    // The worker is not stuck inside the call: shutdown finishes at once.
+    tokio::time::timeout(Duration::from_secs(10), app.stop())
+        .await
+        .expect("shutdown waited on Discord's 429");
+    assert_eq!(app.discord.requests().len(), 1, "hammered a 429");
+}
+
+#[tokio::test]
+async fn discord_third_party_text_can_never_link_mention_or_format() {
+    let app = discord_app(DiscordMode::Dm).await;
+    let title = "Pay at https://evil.example/pay @everyone **now** <@123>";
+    let trainer = "@here [support](https://evil.example) <#42>";
+    app.opentrain.add_simple_contract(
+        "ctr_1",
+        title,
+        trainer,
+        &[("ms_1", "`x` https://a.b/c ||spoiler||", 450.0, "NOT_FUNDED")],
+    );
+    let body = app
+        .opentrain
+        .create_approval("milestone_fund", Some("ctr_1"), Some("ms_1"), None);
+    let body = with_agent(&body, "agent", json!({"note": "see https://c.d <@&1>"}));
+    assert_eq!(app.submit(&body).await.0, 202);
+    let msg = dc_messages(&app, DiscordMode::Dm, 1).await.remove(0);
+    assert_eq!(
+        msg.autolinks(),
+        Vec::<String>::new(),
+        "{}",
+        embed_text(&msg)
+    );
+    // Still readable: verbatim, in code, with `@` kept from pinging.
+    assert_eq!(
+        field(&msg, "Contract"),
+        format!("`{}`", title.replace('@', "@\u{200B}"))
+    );
+    assert_eq!(
+        field(&msg, "Trainer"),
+        format!("`{}`", trainer.replace('@', "@\u{200B}"))
+    );
+    assert!(
+        field(&msg, "Milestone").starts_with("`` `x` https://a.b/c ||spoiler||"),
+        "{}",
+        field(&msg, "Milestone")
+    );
+    // The only link is the approval button.
+    assert_eq!(buttons(&msg).len(), 1);
+    assert!(embed(&msg).get("url").is_none_or(Value::is_null));
+}
+
+#[tokio::test]
 async fn discord_a_deleted_message_is_marked_gone_and_never_reposted() {
     let app = discord_app(DiscordMode::Dm).await;
     let (id, msg) = posted(&app, DiscordMode::Dm).await;
@@ -530,47 +642,87 @@ async fn discord_a_deleted_message_is_marked_gone_and_never_reposted() {
     );
 }
 
-#[tokio::test]
-async fn discord_an_owner_with_closed_dms_fails_once_without_a_retry_loop() {
-    let app = {
-        let app = discord_app(DiscordMode::Dm).await;
-        app.discord.close_dms(DC_OWNER);
-        app
-    };
-    let body = app.fund_request("ctr_1", "ms_1");
-    let id = approval_id(&body);
-    assert_eq!(app.submit(&body).await.0, 202);
-    let view = eventually("the delivery is marked failed", || async {
-        let v = app.approval(&id).await;
-        (v["deliveries"][0]["state"] == "failed").then_some(v)
-    })
-    .await;
-    let error = view["deliveries"][0]["last_error"].as_str().unwrap();
-    assert!(
-        error.contains("50007") && error.contains("direct messages"),
-        "{view}"
-    );
-    settle().await;
-    assert_eq!(message_posts(&app), 1);
+/// Submits `n` funding requests and waits until every one's Discord delivery has failed.
+async fn all_fail(app: &TestApp, n: usize) -> Vec<Value> {
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let body = app.fund_request(&format!("ctr_{i}"), &format!("ms_{i}"));
+        ids.push(approval_id(&body));
+        assert_eq!(app.submit(&body).await.0, 202);
+    }
+    let mut views = Vec::new();
+    for id in ids {
+        views.push(
+            eventually(
+                &format!("the delivery of {id} is marked failed"),
+                || async {
+                    let v = app.approval(&id).await;
+                    (v["deliveries"][0]["state"] == "failed").then_some(v)
+                },
+            )
+            .await,
+        );
+    }
+    views
 }
 
 #[tokio::test]
-async fn discord_a_refused_token_is_a_clear_configuration_error() {
+async fn discord_an_owner_with_closed_dms_fails_once_without_a_retry_loop() {
+    let app = discord_app(DiscordMode::Dm).await;
+    app.discord.close_dms(DC_OWNER);
+    let views = all_fail(&app, 3).await;
+    let error = views[0]["deliveries"][0]["last_error"].as_str().unwrap();
+    assert!(
+        error.contains("50007") && error.contains("direct messages"),
+        "{error}"
+    );
+    // A 403 counts towards Discord's invalid-request ban: the same post is not tried again
+    // within the minute, whichever approval it is for.
+    assert_eq!(message_posts(&app), 1);
+    assert_eq!(app.discord.invalid_request_count(), 1);
+    let later = views[2]["deliveries"][0]["last_error"].as_str().unwrap();
+    assert!(later.contains("not sent again"), "{later}");
+}
+
+#[tokio::test]
+async fn discord_a_lost_permission_is_not_retried_within_a_minute() {
     let app = discord_app(DiscordMode::Channel).await;
-    app.discord.fail_next(1, 401, 0, "401: Unauthorized");
-    let body = app.fund_request("ctr_1", "ms_1");
-    let id = approval_id(&body);
-    assert_eq!(app.submit(&body).await.0, 202);
-    let view = eventually("the delivery is marked failed", || async {
-        let v = app.approval(&id).await;
-        (v["deliveries"][0]["state"] == "failed").then_some(v)
-    })
-    .await;
-    let error = view["deliveries"][0]["last_error"].as_str().unwrap();
-    assert!(error.contains("discord.bot_token"), "{view}");
-    assert!(!error.contains(DC_TOKEN), "{view}");
-    settle().await;
-    assert_eq!(message_posts(&app), 1, "retried a refused token");
+    app.discord.deny_posting(DC_CHANNEL);
+    let views = all_fail(&app, 4).await;
+    for view in &views {
+        let error = view["deliveries"][0]["last_error"].as_str().unwrap();
+        assert!(
+            error.contains("50013") && error.contains("discord.channel_id"),
+            "{error}"
+        );
+    }
+    assert_eq!(message_posts(&app), 1, "a refused post was sent again");
+    assert_eq!(app.discord.invalid_request_count(), 1);
+}
+
+#[tokio::test]
+async fn discord_a_refused_token_stops_every_discord_request_until_a_restart() {
+    let app = discord_app(DiscordMode::Dm).await;
+    // The token was reset on Discord's side.
+    app.discord.set_token("MTIz.another-token");
+    let views = all_fail(&app, 3).await;
+    for view in &views {
+        let error = view["deliveries"][0]["last_error"].as_str().unwrap();
+        assert!(error.contains("discord.bot_token"), "{error}");
+        assert!(!error.contains(DC_TOKEN), "{error}");
+    }
+    assert_eq!(
+        app.discord.requests().len(),
+        1,
+        "a request after Discord refused the token"
+    );
+    assert_eq!(app.discord.invalid_request_count(), 1);
+
+    // The operator fixes the token and restarts: everything is delivered.
+    app.discord.set_token(DC_TOKEN);
+    let app = app.restart().await;
+    dc_messages(&app, DiscordMode::Dm, 3).await;
+    assert_eq!(app.discord.invalid_request_count(), 1);
 }
 
 #[tokio::test]
@@ -626,128 +778,6 @@ async fn discord_restart_edits_the_same_message_without_reopening_the_dm() {
     );
 }
 
-// ---- the notifier on its own, against the fake -------------------------------------------
-
-fn settings(fake: &FakeDiscord, target: DiscordTarget) -> DiscordSettings {
-    DiscordSettings {
-        bot_token: SecretString::new(DC_TOKEN.into()),
-        target,
-        api_url: Some(fake.api_url().parse().unwrap()),
-        min_send_interval: Duration::ZERO,
-    }
-}
-
-fn card(state: CardState) -> Card {
-    let now = Utc::now();
-    Card {
-        approval_id: "apr_dc_1".into(),
-        headline: "Fund milestone".into(),
-        state,
-        amount: Some(Amount {
-            value: Usd::from_cents(45000),
-            source: AmountSource::OpenTrain,
-            fees: None,
-        }),
-        facts: vec![Fact {
-            label: "Agent",
-            value: "a".into(),
-            from_agent: true,
-        }],
-        expires_at: Some(now + chrono::Duration::hours(3)),
-        link: format!("{APP_URL}/approvals/apr_dc_1"),
-        now,
-    }
-}
-
-fn message_ids(m: &countersign::notify::MessageRef) -> (u64, u64) {
-    let (c, id) = m.0.split_once(':').unwrap();
-    (c.parse().unwrap(), id.parse().unwrap())
-}
-
-#[tokio::test]
-async fn discord_notifier_reads_retry_after_from_the_429_itself() {
-    let fake = FakeDiscord::start(DC_TOKEN, DC_OWNER, DC_CHANNEL).await;
-    let discord = Discord::new(&settings(&fake, DiscordTarget::Channel(DC_CHANNEL))).unwrap();
-    assert_eq!(discord.channel(), "discord");
-    fake.force_rate_limit(1, 1.25, false);
-    let err = discord.post(&card(CardState::Pending)).await.unwrap_err();
-    assert!(
-        matches!(err, NotifyError::RateLimited(d) if d == Duration::from_millis(1250)),
-        "{err:?}"
-    );
-    fake.force_rate_limit(1, 3.5, true);
-    let err = discord.post(&card(CardState::Pending)).await.unwrap_err();
-    assert!(
-        matches!(err, NotifyError::RateLimited(d) if d == Duration::from_millis(3500)),
-        "{err:?}"
-    );
-    // A 429 that does not say how long (not Discord's body) is waited out conservatively, and
-    // longer each time in a row.
-    fake.fail_next(2, 429, 0, "You are being rate limited.");
-    let first = discord.post(&card(CardState::Pending)).await.unwrap_err();
-    let second = discord.post(&card(CardState::Pending)).await.unwrap_err();
-    match (first, second) {
-        (NotifyError::RateLimited(a), NotifyError::RateLimited(b)) => {
-            assert!(a >= Duration::from_secs(1) && b > a, "{a:?} then {b:?}")
-        }
-        other => panic!("{other:?}"),
-    }
-    let message = discord
-        .post(&card(CardState::Pending))
-        .await
-        .expect("posted");
-    assert_eq!(message_ids(&message).0, DC_CHANNEL);
-}
-
-#[tokio::test]
-async fn discord_notifier_posts_edits_and_reminds_in_reply() {
-    let fake = FakeDiscord::start(DC_TOKEN, DC_OWNER, DC_CHANNEL).await;
-    let discord = Discord::new(&settings(&fake, DiscordTarget::User(DC_OWNER))).unwrap();
-    let pending = card(CardState::Pending);
-    let message = discord.post(&pending).await.expect("posted");
-    let (channel, id) = message_ids(&message);
-    assert_eq!(Some(channel), fake.dm_channel_of(DC_OWNER));
-    // A repeated post (its answer lost) comes back as the same message, not a second one.
-    let again = discord.post(&pending).await.expect("posted again");
-    assert_eq!(again, message);
-    assert_eq!(fake.messages(channel).len(), 1);
-
-    discord.remind(&message, &pending).await.expect("reminded");
-    let msgs = fake.messages(channel);
-    assert_eq!(msgs.len(), 2);
-    assert!(msgs[1].content.contains("Reminder"), "{}", msgs[1].content);
-    assert!(msgs[1].content.contains("<t:"), "{}", msgs[1].content);
-    assert_no_mentions_allowed(&msgs[1]);
-    assert_eq!(
-        msgs[1].reply_to,
-        Some(id),
-        "the reminder replies to the approval"
-    );
-
-    let done = card(CardState::Declined {
-        resolved_at: Some(Utc::now()),
-    });
-    discord.edit(&message, &done).await.expect("edited");
-    discord
-        .edit(&message, &done)
-        .await
-        .expect("an unchanged edit is a success");
-    fake.delete_message(channel, id);
-    let err = discord.edit(&message, &done).await.unwrap_err();
-    assert!(matches!(err, NotifyError::Gone(_)), "{err:?}");
-    // A reminder still reaches the owner when the original is gone.
-    discord
-        .remind(&message, &pending)
-        .await
-        .expect("reminded alone");
-    assert_eq!(fake.messages(channel).last().unwrap().reply_to, None);
-    assert_eq!(
-        fake.count("POST", "/users/@me/channels"),
-        1,
-        "the DM channel is opened once"
-    );
-}
-
 // ---- secrets -------------------------------------------------------------------------------
 
 // current_thread (the default): every task of the app runs on this thread, so the scoped
@@ -756,32 +786,13 @@ async fn discord_notifier_posts_edits_and_reminds_in_reply() {
 async fn discord_errors_and_logs_never_reveal_the_token() {
     let logs = capture_logs();
 
-    // First Discord's address is a port nobody listens on: every send is a transport error.
-    let dead = format!("{}/api/v10", closed_address());
-    let app = spawn_app_with(Options {
-        telegram: false,
-        extra_toml: format!(
-            "[discord]\nbot_token = \"{DC_TOKEN}\"\nuser_id = {DC_OWNER}\napi_url = \"{dead}\"\nmin_send_interval_ms = 10\n"
-        ),
-        ..Options::default()
-    })
-    .await;
-    let body = app.fund_request("ctr_1", "ms_1");
-    let id = approval_id(&body);
-    assert_eq!(app.submit(&body).await.0, 202);
-    let view = eventually("the delivery has failed at least once", || async {
-        let v = app.approval(&id).await;
-        v["deliveries"][0]["last_error"].is_string().then_some(v)
-    })
-    .await;
-    assert!(
-        view["deliveries"][0]["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("network error"),
-        "{view}"
-    );
-    assert_no_secret("GET /v1/approvals/{id}", &view.to_string());
+    // First Discord cannot be reached: every send is a transport error.
+    let app = discord_app(DiscordMode::Dm).await;
+    app.discord.set_unreachable(true);
+    let error = first_error(&app).await;
+    assert!(error.contains("network error"), "{error}");
+    let (_, list) = app.get("/v1/approvals").await;
+    assert_no_secret("GET /v1/approvals", &list.to_string());
     drop(app);
 
     // Then a live fake that refuses everything: 5xx, a refused token, a form error.

@@ -1,0 +1,248 @@
+//! Discord, through serenity's REST side only (no gateway): one embed per approval, posted to a
+//! DM with the owner (`discord.user_id`) or to a channel (`discord.channel_id`), and PATCHed in
+//! place when the approval resolves.
+//!
+//! - [`embed`](mod@embed): what the owner sees; [`markdown`]: how text is kept literal
+//!   (nothing anyone but countersign wrote can link, mention or format).
+//! - `transport`: the one path every request takes, production and tests alike;
+//!   `ratelimit`: Discord's limits, kept by countersign alone; `errors`: Discord's answers
+//!   sorted into verdicts.
+//!
+//! Every request carries an empty `allowed_mentions`, so nothing in a message can ping anyone.
+//! No error built here contains the bot token, and every error text is scrubbed of it anyway.
+
+pub mod embed;
+mod errors;
+pub mod markdown;
+mod ratelimit;
+mod transport;
+
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{DeserializeOwned, IgnoredAny};
+use serenity::all::{
+    ChannelId, CreateAllowedMentions, CreateMessage, EditMessage, MessageId, MessageReference,
+    MessageReferenceKind, Nonce, UserId,
+};
+use sha2::{Digest, Sha256};
+use tokio::sync::OnceCell;
+
+pub use embed::{EmbedView, colour, embed, reminder_text};
+pub use markdown::{escape_markdown, inline_code};
+pub use transport::client_builder;
+
+use super::{Card, MessageRef, Notifier, NotifyError};
+use crate::config::{DiscordSettings, DiscordTarget, ExposeSecret};
+use errors::{Op, classify};
+use transport::{Call, Transport};
+
+pub struct Discord {
+    transport: Transport,
+    target: DiscordTarget,
+    /// The DM channel with the owner, opened once (DM mode only).
+    dm: OnceCell<ChannelId>,
+    min_interval: Duration,
+}
+
+impl Discord {
+    /// The notifier as production runs it: Discord at `discord.com` (or `discord.api_url`).
+    pub fn new(settings: &DiscordSettings) -> Result<Discord, String> {
+        let client = client_builder()
+            .build()
+            .map_err(|e| format!("discord: cannot build an HTTP client: {e}"))?;
+        Discord::with_client(settings, client)
+    }
+
+    /// The same notifier with its HTTP client given: tests hand one that resolves `discord.com`
+    /// to a local fake and trusts its certificate (start from [`client_builder`]).
+    pub fn with_client(
+        settings: &DiscordSettings,
+        client: reqwest::Client,
+    ) -> Result<Discord, String> {
+        let token = settings.bot_token.expose_secret().trim();
+        if token.is_empty() {
+            return Err("discord.bot_token: empty".into());
+        }
+        Ok(Discord {
+            transport: Transport::new(token, settings.api_url.as_ref(), client)?,
+            target: settings.target,
+            dm: OnceCell::new(),
+            min_interval: settings.min_send_interval,
+        })
+    }
+
+    /// For `countersign check`: who the bot is and whether it can reach the owner's chat (the DM
+    /// channel opens, or the channel is visible). Sends the owner nothing.
+    pub async fn probe(&self) -> Result<String, NotifyError> {
+        #[derive(Deserialize)]
+        struct Me {
+            username: String,
+        }
+        let me: Me = self.fire(Call::Me, Op::Me).await?;
+        let target = match self.target {
+            DiscordTarget::User(user) => {
+                let dm = self.target_channel().await?;
+                format!("direct messages to user {user} (channel {dm})")
+            }
+            DiscordTarget::Channel(channel) => {
+                let id =
+                    snowflake(channel).ok_or_else(|| permanent_bad_id("discord.channel_id"))?;
+                let _: IgnoredAny = self.fire(Call::Channel(id), Op::Channel).await?;
+                format!("channel {channel}")
+            }
+        };
+        Ok(format!("bot {} can reach {target}", me.username))
+    }
+
+    /// Discord refused the bot token: no request is sent any more (until a restart).
+    pub fn halted(&self) -> bool {
+        self.transport.halted()
+    }
+
+    /// The channel new messages go to; in DM mode the DM channel is opened once and remembered.
+    async fn target_channel(&self) -> Result<ChannelId, NotifyError> {
+        match self.target {
+            DiscordTarget::Channel(c) => {
+                snowflake(c).ok_or_else(|| permanent_bad_id("discord.channel_id"))
+            }
+            DiscordTarget::User(u) => {
+                let user: UserId =
+                    snowflake(u).ok_or_else(|| permanent_bad_id("discord.user_id"))?;
+                self.dm
+                    .get_or_try_init(|| async {
+                        #[derive(Deserialize)]
+                        struct DmChannel {
+                            id: ChannelId,
+                        }
+                        let dm: DmChannel = self.fire(Call::OpenDm(user), Op::OpenDm).await?;
+                        Ok(dm.id)
+                    })
+                    .await
+                    .copied()
+            }
+        }
+    }
+
+    /// Sends one request and decodes its answer, classifying any failure.
+    async fn fire<T: DeserializeOwned>(&self, call: Call, op: Op) -> Result<T, NotifyError> {
+        self.transport
+            .send(&call)
+            .await
+            .map_err(|failure| self.transport.scrub(classify(failure, op, self.target)))
+    }
+}
+
+fn permanent_bad_id(key: &str) -> NotifyError {
+    NotifyError::Permanent(format!(
+        "{key} is not a valid Discord id (it must not be 0)"
+    ))
+}
+
+impl Notifier for Discord {
+    fn channel(&self) -> &'static str {
+        "discord"
+    }
+
+    fn min_interval(&self) -> Duration {
+        self.min_interval
+    }
+
+    async fn post(&self, card: &Card) -> Result<MessageRef, NotifyError> {
+        let channel = self.target_channel().await?;
+        let body = CreateMessage::new()
+            .embed(embed(card))
+            .components(embed::components(card))
+            .allowed_mentions(CreateAllowedMentions::new())
+            // A post repeated after a lost answer returns the first message instead of a
+            // second one (Discord remembers nonces for a few minutes).
+            .nonce(Nonce::String(nonce(&card.approval_id)))
+            .enforce_nonce(true);
+        let posted: Posted = self
+            .fire(Call::Post(channel, to_body(&body)?), Op::Post)
+            .await?;
+        Ok(MessageRef(format!("{}:{}", posted.channel_id, posted.id)))
+    }
+
+    async fn edit(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
+        let (channel, id) = parse_ref(message)?;
+        let body = EditMessage::new()
+            .embed(embed(card))
+            .components(embed::components(card))
+            .allowed_mentions(CreateAllowedMentions::new());
+        let _: IgnoredAny = self
+            .fire(Call::Edit(channel, id, to_body(&body)?), Op::Edit)
+            .await?;
+        Ok(())
+    }
+
+    async fn remind(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
+        let (channel, id) = parse_ref(message)?;
+        let body = CreateMessage::new()
+            .content(reminder_text(card))
+            // If the owner deleted the original, the reminder still stands on its own.
+            .reference_message(
+                MessageReference::new(MessageReferenceKind::Default, channel)
+                    .message_id(id)
+                    .fail_if_not_exists(false),
+            )
+            .allowed_mentions(CreateAllowedMentions::new());
+        let _: IgnoredAny = self
+            .fire(Call::Post(channel, to_body(&body)?), Op::Remind)
+            .await?;
+        Ok(())
+    }
+}
+
+/// What countersign reads of a posted message. Only the ids: a post that succeeded must never
+/// look failed because some other field changed shape.
+#[derive(Deserialize)]
+struct Posted {
+    id: MessageId,
+    channel_id: ChannelId,
+}
+
+fn to_body(body: &impl serde::Serialize) -> Result<Vec<u8>, NotifyError> {
+    serde_json::to_vec(body)
+        .map_err(|e| NotifyError::Permanent(format!("cannot encode the Discord message: {e}")))
+}
+
+/// Up to 25 characters, the same for every post of one approval.
+fn nonce(approval_id: &str) -> String {
+    let digest = Sha256::digest(format!("countersign:{approval_id}").as_bytes());
+    hex::encode(digest)[..25].to_string()
+}
+
+fn parse_ref(message: &MessageRef) -> Result<(ChannelId, MessageId), NotifyError> {
+    let bad = || {
+        NotifyError::Gone(format!(
+            "unreadable Discord message reference {:?}",
+            message.0
+        ))
+    };
+    let (channel, id) = message.0.split_once(':').ok_or_else(bad)?;
+    let channel: u64 = channel.parse().map_err(|_| bad())?;
+    let id: u64 = id.parse().map_err(|_| bad())?;
+    Ok((
+        snowflake(channel).ok_or_else(bad)?,
+        snowflake(id).ok_or_else(bad)?,
+    ))
+}
+
+/// A serenity id; `None` for 0 (serenity's `From<u64>` would panic).
+fn snowflake<T: From<NonZeroU64>>(id: u64) -> Option<T> {
+    NonZeroU64::new(id).map(T::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nonce_is_stable_and_short() {
+        assert_eq!(nonce("apr_1"), nonce("apr_1"));
+        assert_ne!(nonce("apr_1"), nonce("apr_2"));
+        assert_eq!(nonce("apr_1").len(), 25);
+    }
+}
