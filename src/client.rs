@@ -307,7 +307,7 @@ fn read_input(input: Option<&str>) -> Result<Vec<u8>, String> {
 
 /// At most 200 characters of an answer, for a message.
 fn cut(text: &str) -> String {
-    text.chars().take(200).collect()
+    crate::text::cut(text, 200)
 }
 
 #[cfg(test)]

@@ -19,15 +19,8 @@ pub(super) fn chars(s: &str) -> usize {
     s.chars().count()
 }
 
-/// Cuts to `max` characters, ending with an ellipsis when something was cut.
-pub(super) fn cut(s: &str, max: usize) -> String {
-    if chars(s) <= max {
-        return s.to_string();
-    }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
-}
+/// Cutting to a length is the same for every platform.
+pub(super) use crate::text::cut;
 
 /// Characters that mean something to Discord's markdown anywhere in a line: emphasis, code,
 /// spoilers, masked links, `<@mentions>`, `<t:timestamps>`, `:emoji:` and `https:` (a
