@@ -24,6 +24,7 @@ pub mod approval;
 pub mod check;
 pub mod config;
 pub mod delivery;
+pub mod failures;
 pub mod intake;
 pub mod list;
 pub mod metrics;

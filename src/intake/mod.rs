@@ -420,7 +420,7 @@ async fn show(
     authorize(&state, &headers)?;
     let id =
         ApprovalId::parse(&id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e))?;
-    match state.store.get(id.as_str()).await.map_err(store_error)? {
+    match state.store.get(&id).await.map_err(store_error)? {
         Some(view) => Ok(Json(view).into_response()),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,

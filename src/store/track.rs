@@ -10,8 +10,8 @@ use std::time::Duration;
 use rusqlite::{OptionalExtension, params};
 
 use super::delivery::refresh_due;
-use super::{Store, StoreError};
-use crate::approval::{Status, WireApproval};
+use super::{Queue, Store, StoreError, Unreadable, column, stored_id};
+use crate::approval::{ApprovalId, Status, WireApproval};
 
 impl Store {
     /// The persisted `/updates` cursor.
@@ -71,41 +71,46 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<ReadJob>, StoreError> {
         let lease_until = now + lease.as_millis() as i64;
-        self.write(move |c| {
-            let mut stmt = c.prepare_cached(
-                "UPDATE approvals SET lease_until = ?2, recheck = 0, attempts = attempts + 1
-                 WHERE id IN (SELECT id FROM approvals
-                              WHERE recheck = 1 AND +phase = 'track'
-                                AND +run_after <= ?1 AND +lease_until <= ?1
-                              UNION
-                              SELECT id FROM approvals
-                              WHERE phase = 'track' AND next_read_at <= ?1
-                                AND +run_after <= ?1 AND +lease_until <= ?1
-                              LIMIT ?3)
-                 RETURNING id, status, superseded_by, attempts",
-            )?;
-            let rows = stmt.query_map(params![now, lease_until, limit as i64], |r| {
-                Ok(ReadJob {
-                    id: r.get(0)?,
-                    status: Status::parse(&r.get::<_, String>(1)?),
-                    superseded_by: r.get(2)?,
-                    attempts: r.get::<_, i64>(3)? as u32,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        let claimed: Vec<Result<ReadJob, Unreadable>> = self
+            .write(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "UPDATE approvals SET lease_until = ?2, recheck = 0, attempts = attempts + 1
+                     WHERE id IN (SELECT id FROM approvals
+                                  WHERE recheck = 1 AND +phase = 'track'
+                                    AND +run_after <= ?1 AND +lease_until <= ?1
+                                  UNION
+                                  SELECT id FROM approvals
+                                  WHERE phase = 'track' AND next_read_at <= ?1
+                                    AND +run_after <= ?1 AND +lease_until <= ?1
+                                  LIMIT ?3)
+                     RETURNING id, status, superseded_by, attempts",
+                )?;
+                let rows = stmt.query_map(params![now, lease_until, limit as i64], |r| {
+                    let id: String = r.get(0)?;
+                    Ok(decode_read(r, &id).map_err(|reason| Unreadable::new(id, reason)))
+                })?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await?;
+        self.keep_readable(Queue::Track, claimed, now).await
     }
 
     /// Records a re-read. A status change bumps the version, which makes every delivery of the
     /// approval due for an edit.
     pub async fn finish_read(
         &self,
-        id: &str,
+        id: &ApprovalId,
         outcome: ReadOutcome,
         now: i64,
     ) -> Result<(), StoreError> {
-        let id = id.to_string();
+        let id = id.clone();
+        // Encoded here, not on the writer thread, which every write waits for.
+        let upstream_json = match &outcome {
+            ReadOutcome::Status {
+                upstream: Some(u), ..
+            } => Some(serde_json::to_string(u)?),
+            _ => None,
+        };
         let changed = self
             .write(move |c| match outcome {
                 ReadOutcome::Status {
@@ -133,7 +138,7 @@ impl Store {
                             id,
                             status.as_str(),
                             if terminal { "done" } else { "track" },
-                            upstream.as_ref().map(serde_json::to_string).transpose()?,
+                            upstream_json,
                             upstream
                                 .as_ref()
                                 .and_then(|u| u.resolved_at())
@@ -149,7 +154,7 @@ impl Store {
                              WHERE approval_id = ?1 AND state = 'active'",
                             params![id, now],
                         )?;
-                        refresh_due(c, &id, None)?;
+                        refresh_due(c, id.as_str(), None)?;
                     }
                     Ok(changed)
                 }
@@ -171,8 +176,8 @@ impl Store {
     }
 
     /// The earliest time a tracked approval needs a read, if any does.
-    pub async fn next_read_at(&self) -> Result<Option<i64>, StoreError> {
-        self.read(|c| {
+    pub async fn next_read_at(&self, now: i64) -> Result<Option<i64>, StoreError> {
+        self.read(move |c| {
             Ok(c.query_row(
                 "SELECT MIN(t) FROM (
                    SELECT MAX(run_after, lease_until) AS t FROM approvals
@@ -183,7 +188,7 @@ impl Store {
                    UNION ALL
                    SELECT MIN(next_read_at) FROM approvals
                    WHERE phase = 'track' AND next_read_at > ?1)",
-                [crate::worker::now_ms()],
+                [now],
                 |r| r.get(0),
             )?)
         })
@@ -294,7 +299,7 @@ impl Store {
 }
 
 pub struct ReadJob {
-    pub id: String,
+    pub id: ApprovalId,
     pub status: Status,
     pub superseded_by: Option<String>,
     pub attempts: u32,
@@ -313,4 +318,15 @@ pub enum ReadOutcome {
         at: i64,
         error: String,
     },
+}
+
+/// One claimed row of [`Store::claim_reads`]; Err says why it cannot be read.
+fn decode_read(r: &rusqlite::Row, id: &str) -> Result<ReadJob, String> {
+    let status: String = column(r, 1)?;
+    Ok(ReadJob {
+        id: stored_id(id)?,
+        status: Status::parse(&status),
+        superseded_by: column(r, 2)?,
+        attempts: column::<i64>(r, 3)? as u32,
+    })
 }

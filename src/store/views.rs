@@ -6,25 +6,18 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, OpenFlags, Row, params};
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
-use super::{Store, StoreError, migrations};
-use crate::approval::{AgentContext, MoneyContext};
+use super::{Store, StoreError, migrations, unreadable_reason};
+use crate::approval::{AgentContext, ApprovalId, MoneyContext};
 
 impl Store {
-    pub async fn get(&self, id: &str) -> Result<Option<ApprovalView>, StoreError> {
-        let id = id.to_string();
-        self.read(move |c| {
-            let exists: Option<i64> = c
-                .query_row("SELECT 1 FROM approvals WHERE id = ?1", [&id], |r| r.get(0))
-                .optional()?;
-            if exists.is_none() {
-                return Ok(None);
-            }
-            Ok(Some(load_view(c, &id)?))
-        })
-        .await
+    pub async fn get(&self, id: &ApprovalId) -> Result<Option<ApprovalView>, StoreError> {
+        let id = id.clone();
+        self.read(move |c| load_view(c, &id)).await
     }
 
     /// Tracked approvals, newest first. `status` filters on countersign's status.
@@ -117,11 +110,8 @@ fn ms_to_rfc3339(ms: Option<i64>) -> Option<String> {
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
-fn load_view(c: &Connection, id: &str) -> Result<ApprovalView, StoreError> {
-    let mut views = query_views(c, "WHERE a.id = ?1", params![id])?;
-    views
-        .pop()
-        .ok_or(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows))
+fn load_view(c: &Connection, id: &ApprovalId) -> Result<Option<ApprovalView>, StoreError> {
+    Ok(query_views(c, "WHERE a.id = ?1", params![id])?.pop())
 }
 
 fn list_views(
@@ -143,6 +133,21 @@ fn list_views(
     }
 }
 
+/// Any stored value as text, whatever its type: a view shows a hand-edited row as it is rather
+/// than failing the whole list.
+fn text(r: &Row, i: usize) -> Option<String> {
+    match r.get_ref(i).ok()? {
+        ValueRef::Null => None,
+        ValueRef::Integer(n) => Some(n.to_string()),
+        ValueRef::Real(x) => Some(x.to_string()),
+        ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
+    }
+}
+
+fn int(r: &Row, i: usize) -> Option<i64> {
+    r.get::<_, Option<i64>>(i).ok().flatten()
+}
+
 fn query_views(
     c: &Connection,
     tail: &str,
@@ -154,62 +159,67 @@ fn query_views(
          FROM approvals a {tail}"
     );
     let mut stmt = c.prepare(&sql)?;
-    let rows = stmt.query_map(args, |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, Option<String>>(3)?,
-            r.get::<_, String>(4)?,
-            r.get::<_, Option<i64>>(5)?,
-            r.get::<_, Option<i64>>(6)?,
-            r.get::<_, i64>(7)?,
-            r.get::<_, Option<String>>(8)?,
-            r.get::<_, Option<String>>(9)?,
-            r.get::<_, i64>(10)?,
-        ))
-    })?;
+    let rows = stmt.query_map(args, |r| Ok(view_row(r)))?;
     let mut views = Vec::new();
     let mut dstmt = c.prepare_cached(
         "SELECT channel, state, message_ref IS NOT NULL, shown_version, attempts, last_error
          FROM deliveries WHERE approval_id = ?1 ORDER BY channel",
     )?;
     for row in rows {
-        let (id, kind, status, context, agent, expires, resolved, received, reason, sup, version) =
-            row?;
-        let context: Option<MoneyContext> =
-            context.map(|c| serde_json::from_str(&c)).transpose()?;
-        let agent: AgentContext = serde_json::from_str(&agent)?;
-        let amount = context
-            .as_ref()
-            .and_then(|c| c.amount.clone())
-            .or_else(|| agent.milestone.as_ref().and_then(|m| m.amount.clone()));
-        let deliveries = dstmt
-            .query_map([&id], |r| {
-                let shown: i64 = r.get(3)?;
+        let (mut view, version) = row?;
+        view.deliveries = dstmt
+            .query_map([&view.id], |r| {
                 Ok(DeliveryView {
-                    channel: r.get(0)?,
-                    state: r.get(1)?,
-                    posted: r.get(2)?,
-                    up_to_date: shown >= version,
-                    attempts: r.get(4)?,
-                    last_error: r.get(5)?,
+                    channel: text(r, 0).unwrap_or_default(),
+                    state: text(r, 1).unwrap_or_default(),
+                    posted: int(r, 2) == Some(1),
+                    up_to_date: int(r, 3).unwrap_or(0) >= version,
+                    attempts: int(r, 4).unwrap_or(0),
+                    last_error: text(r, 5),
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        views.push(ApprovalView {
-            id,
-            kind,
-            status,
-            amount,
-            expires_at: ms_to_rfc3339(expires),
-            resolved_at: ms_to_rfc3339(resolved),
-            received_at: ms_to_rfc3339(Some(received)).unwrap_or_default(),
-            agent: agent.agent,
-            reason,
-            superseded_by: sup,
-            deliveries,
-        });
+        views.push(view);
     }
     Ok(views)
+}
+
+/// One approval row as a view (without its deliveries), and its version. JSON that does not
+/// decode leaves its fields empty and says so in `reason`.
+fn view_row(r: &Row) -> (ApprovalView, i64) {
+    let mut problem = None;
+    let context: Option<MoneyContext> = lenient(r, 3, "context_json", &mut problem);
+    let agent: Option<AgentContext> = lenient(r, 4, "agent_json", &mut problem);
+    let amount = context.as_ref().and_then(|c| c.amount.clone()).or_else(|| {
+        agent
+            .as_ref()
+            .and_then(|a| a.milestone.as_ref())
+            .and_then(|m| m.amount.clone())
+    });
+    let view = ApprovalView {
+        id: text(r, 0).unwrap_or_default(),
+        kind: text(r, 1).unwrap_or_default(),
+        status: text(r, 2).unwrap_or_default(),
+        amount,
+        expires_at: ms_to_rfc3339(int(r, 5)),
+        resolved_at: ms_to_rfc3339(int(r, 6)),
+        received_at: ms_to_rfc3339(int(r, 7)).unwrap_or_default(),
+        agent: agent.and_then(|a| a.agent),
+        reason: text(r, 8).or(problem),
+        superseded_by: text(r, 9),
+        deliveries: Vec::new(),
+    };
+    (view, int(r, 10).unwrap_or(0))
+}
+
+/// A stored JSON column decoded, or None; a value that does not decode is noted in `problem`.
+fn lenient<T: DeserializeOwned>(
+    r: &Row,
+    i: usize,
+    name: &str,
+    problem: &mut Option<String>,
+) -> Option<T> {
+    super::decode(name, &text(r, i)?)
+        .inspect_err(|e| *problem = Some(unreadable_reason(e)))
+        .ok()
 }

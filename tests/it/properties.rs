@@ -2,7 +2,7 @@
 //! over the parsers of everything that comes from outside: hook bodies, event bodies, signature
 //! headers, the config, and the rendering of agent-supplied text.
 
-use countersign::approval::{AgentContext, RequestedMilestone, Status};
+use countersign::approval::{AgentContext, ApprovalId, RequestedMilestone, Status};
 use countersign::intake::signature;
 use countersign::intake::submission::{parse_event, parse_submission};
 use countersign::notify::Card;
@@ -121,7 +121,7 @@ proptest! {
     fn agent_text_always_arrives_as_text_on_telegram(agent in ".{0,60}", note in ".{0,300}", name in ".{0,60}") {
         let wire = serde_json::from_value(json!({"id": "apr_1", "type": "proposal_hire"})).unwrap();
         let record = ApprovalRecord {
-            id: "apr_1".into(),
+            id: ApprovalId::parse("apr_1").unwrap(),
             kind: "proposal_hire".into(),
             status: Status::Pending,
             version: 1,
