@@ -12,4 +12,5 @@ mod properties;
 mod proxy;
 mod reliability;
 mod security;
+mod store;
 mod tracking;
