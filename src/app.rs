@@ -181,6 +181,13 @@ impl App {
         });
         workers.spawn(tracker.clone().poll_updates(stop.clone()));
         workers.spawn(tracker.read_due(stop.clone()));
+        if let Some(retention) = settings.store.retention {
+            workers.spawn(crate::retention::run(
+                store.clone(),
+                retention,
+                stop.clone(),
+            ));
+        }
 
         if let Some(listener) = proxy {
             let mut origin = settings.opentrain.api_url.clone();

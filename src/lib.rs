@@ -33,6 +33,7 @@ pub mod opentrain;
 pub mod pair;
 pub mod proxy;
 pub mod reminders;
+pub mod retention;
 pub mod store;
 pub mod tracker;
 pub mod verify;

@@ -9,16 +9,22 @@
 //!   RETURNING` that sets a lease and counts the attempt; the network call happens outside; the
 //!   outcome is recorded by another short write. A lease that runs out (a crashed or stuck worker)
 //!   makes the work claimable again, so nothing claimed is ever stranded.
+//! - **One bad record never stops the rest.** A claim takes ids on the writer; the rows are
+//!   decoded on a reader thread, and one that cannot be decoded (a field renamed by another
+//!   version, a hand-edited file) is set aside as `failed`, with its reason, while the others
+//!   go on. Views decode leniently, so `list` and the hook's `GET` still show such a row.
 //! - **One daemon per store.** A lock file beside the database keeps a second daemon away, which is
 //!   what makes it safe to release every lease at start-up: they belong to a dead process.
 //!
 //! Each concern lives in its own file, as its own `impl Store` block: [`writer`] (group commit),
-//! [`intake`], [`verify`], [`track`] (doorbells, re-reads, reminders), [`delivery`] and [`views`]
-//! (`list`, the hook's `GET`, metrics). This file opens the store and holds what they share.
+//! [`intake`], [`verify`], [`track`] (doorbells, re-reads, reminders), [`delivery`], [`views`]
+//! (`list`, the hook's `GET`, metrics) and [`retention`] (pruning what is long settled). This
+//! file opens the store and holds what they share.
 
 mod delivery;
 mod intake;
 mod migrations;
+mod retention;
 mod track;
 mod verify;
 mod views;
@@ -28,7 +34,7 @@ pub use delivery::{ApprovalRecord, DeliveryJob, DeliveryOutcome};
 pub use intake::{Inserted, NewSubmission};
 pub use track::{ReadJob, ReadOutcome};
 pub use verify::{VerifyJob, VerifyOutcome, VerifyRecorded};
-pub use views::{ApprovalView, DeliveryView, list_read_only};
+pub use views::{ApprovalView, DeliveryView, Listing, list_read_only};
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OpenFlags, Row, params};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::{Store, StoreError, migrations, unreadable_reason};
+use super::{Store, StoreError, migrations, retention, unreadable_reason};
 use crate::approval::{AgentContext, ApprovalId, MoneyContext};
 
 impl Store {
@@ -42,13 +42,17 @@ impl Store {
     }
 }
 
+/// What `countersign list` shows: the approvals, and how far back the store reaches.
+#[derive(Debug, Clone)]
+pub struct Listing {
+    pub approvals: Vec<ApprovalView>,
+    /// Approvals settled before this time were pruned (`store.retention`); None when none was.
+    pub pruned_before: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// For `countersign list`: reads the store at `path` without the daemon's lock, safely while a
 /// daemon runs (WAL readers never block the writer). `all` includes settled approvals.
-pub fn list_read_only(
-    path: &Path,
-    all: bool,
-    limit: usize,
-) -> Result<Vec<ApprovalView>, StoreError> {
+pub fn list_read_only(path: &Path, all: bool, limit: usize) -> Result<Listing, StoreError> {
     if !path.exists() {
         return Err(StoreError::Open(format!(
             "no store at {} (has `countersign run` started with this config?)",
@@ -65,8 +69,8 @@ pub fn list_read_only(
             migrations::MIGRATIONS.len()
         )));
     }
-    if all {
-        list_views(&c, None, limit)
+    let approvals = if all {
+        list_views(&c, None, limit)?
     } else {
         query_views(
             &c,
@@ -74,8 +78,13 @@ pub fn list_read_only(
                  WHERE d.approval_id = a.id AND d.state = 'failed')
              ORDER BY a.received_at DESC, a.id LIMIT ?1",
             params![limit as i64],
-        )
-    }
+        )?
+    };
+    Ok(Listing {
+        approvals,
+        pruned_before: retention::pruned_before(&c)?
+            .and_then(chrono::DateTime::from_timestamp_millis),
+    })
 }
 
 /// An approval as `list` and `GET /v1/approvals` show it. Holds no secret.

@@ -123,7 +123,7 @@ async fn a_poison_row_first_in_the_verify_queue_is_set_aside_and_the_others_are_
         1.0
     );
     let listed = countersign::store::list_read_only(&app.store_path, false, 100).unwrap();
-    let table = countersign::list::table(&listed);
+    let table = countersign::list::table(&listed.approvals);
     let line = table.lines().find(|l| l.contains(&poison)).expect("listed");
     assert!(
         line.contains("failed (the stored record cannot be read"),
@@ -538,7 +538,7 @@ async fn a_v2_store_is_migrated_and_serves_its_approvals() {
     assert_eq!(answer["duplicate"], true);
     assert_eq!(answer["status"], "pending");
     let listed = countersign::store::list_read_only(&app.store_path, true, 100).unwrap();
-    assert_eq!(listed.len(), 5);
+    assert_eq!(listed.approvals.len(), 5);
 }
 
 #[tokio::test]
@@ -559,4 +559,167 @@ async fn a_store_from_a_newer_countersign_is_refused_with_a_clear_message() {
         error.contains("newer countersign") && error.contains("schema 99"),
         "{error}"
     );
+}
+
+// ------------------------------------------------------------------ 6. retention
+
+#[tokio::test]
+async fn settled_approvals_are_pruned_oldest_first_in_batches_and_open_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("countersign.db");
+    let store = open_store(&path).await;
+    let id = |i: usize| format!("apr_r{i}");
+    for i in 0..8 {
+        let body = json!({"approval": {
+            "id": id(i), "type": "milestone_fund", "status": "pending",
+            "contractId": "ctr_1", "milestoneId": "ms_1",
+            "approvalUrl": format!("{APP_URL}/approvals/{}", id(i)),
+            "expiresAt": "2099-01-01T00:00:00.000Z"
+        }});
+        store.insert_submission(submission(&body, 0)).await.unwrap();
+    }
+    // 0-4 settled long ago (each with a delivery), 5 settled recently, 6 still tracked though
+    // old, 7 set aside as failed.
+    {
+        let c = outside(&path);
+        for i in 0..5 {
+            c.execute(
+                "UPDATE approvals SET phase = 'done', status = 'confirmed', updated_at = ?2
+                 WHERE id = ?1",
+                rusqlite::params![id(i), 1_000 + i as i64],
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO deliveries (approval_id, channel, state, updated_at)
+                 VALUES (?1, 'telegram', 'active', 0)",
+                [id(i)],
+            )
+            .unwrap();
+        }
+        c.execute_batch(
+            "UPDATE approvals SET phase = 'done', status = 'declined', updated_at = 9000
+                 WHERE id = 'apr_r5';
+             UPDATE approvals SET phase = 'track', status = 'pending', updated_at = 0
+                 WHERE id = 'apr_r6';
+             UPDATE approvals SET phase = 'failed', status = 'failed', updated_at = 0
+                 WHERE id = 'apr_r7';",
+        )
+        .unwrap();
+    }
+    let cutoff = 5_000;
+    let mut batches = Vec::new();
+    loop {
+        let n = store.prune_settled(cutoff, 2).await.unwrap();
+        batches.push(n);
+        if n < 2 {
+            break;
+        }
+    }
+    assert_eq!(batches, vec![2, 2, 1]);
+    for i in 0..5 {
+        assert!(
+            store.get(&approval(&id(i))).await.unwrap().is_none(),
+            "{}",
+            id(i)
+        );
+    }
+    for i in 5..8 {
+        assert!(
+            store.get(&approval(&id(i))).await.unwrap().is_some(),
+            "{}",
+            id(i)
+        );
+    }
+    let c = outside(&path);
+    let deliveries: i64 = c
+        .query_row("SELECT COUNT(*) FROM deliveries", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(
+        deliveries, 0,
+        "the pruned approvals' deliveries went with them"
+    );
+    let counts = store.count_by_status().await.unwrap();
+    assert!(!counts.iter().any(|(s, _)| s == "confirmed"), "{counts:?}");
+    assert!(counts.contains(&("declined".into(), 1)), "{counts:?}");
+
+    let listing = countersign::store::list_read_only(&path, true, 100).unwrap();
+    assert_eq!(listing.approvals.len(), 3);
+    assert_eq!(
+        listing.pruned_before.map(|t| t.timestamp_millis()),
+        Some(cutoff)
+    );
+    let reach = countersign::list::reach(Some(Duration::from_secs(90 * 86_400)), &listing);
+    assert_eq!(
+        reach,
+        "Settled approvals are kept for 90d (store.retention): none settled before 1970-01-01 00:00 UTC is listed."
+    );
+}
+
+fn approval(id: &str) -> countersign::approval::ApprovalId {
+    countersign::approval::ApprovalId::parse(id).unwrap()
+}
+
+#[tokio::test]
+async fn the_daemon_prunes_what_settled_before_the_retention_and_list_says_how_far_back_it_reaches()
+{
+    let mut app = spawn_app().await;
+    app.toml = app
+        .toml
+        .replace("[store]\n", "[store]\nretention = \"1s\"\n");
+    let app = app.restart().await;
+    let settled = app.fund_request("ctr_1", "ms_1");
+    let settled_id = approval_id(&settled);
+    assert_eq!(app.submit(&settled).await.0, 202);
+    let msg = messages(&app, 1).await.remove(0);
+    app.opentrain.resolve(&settled_id, "confirmed", None);
+    eventually("the message edited", || async {
+        app.telegram
+            .messages(CHAT)
+            .into_iter()
+            .find(|m| m.message_id == msg.message_id && m.text.contains("Confirmed"))
+    })
+    .await;
+    let open = app.fund_request("ctr_2", "ms_2");
+    let open_id = approval_id(&open);
+    assert_eq!(app.submit(&open).await.0, 202);
+    messages(&app, 2).await;
+    // A second after it settled, the next pass (one runs at every start) prunes it.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let app = app.restart().await;
+    eventually("the settled approval is pruned", || async {
+        let (status, _) = app.get(&format!("/v1/approvals/{settled_id}")).await;
+        (status == 404).then_some(())
+    })
+    .await;
+    assert_eq!(app.approval(&open_id).await["status"], "pending");
+
+    let settings =
+        countersign::Settings::from_toml_and_env(Some(&app.toml), Default::default()).unwrap();
+    let out = countersign::list::render(&settings, true, false, 100).unwrap();
+    assert!(out.contains(&open_id), "{out}");
+    assert!(!out.contains(&settled_id), "{out}");
+    assert!(
+        out.contains("Settled approvals are kept for 1s (store.retention): none settled before"),
+        "{out}"
+    );
+}
+
+#[test]
+fn retention_is_ninety_days_by_default_and_zero_keeps_everything() {
+    use countersign::Settings;
+    let load = |store: &str| {
+        Settings::from_toml_and_env(
+            Some(&format!(
+                "[hook]\nallow_anonymous_loopback = true\n[store]\n{store}\n"
+            )),
+            Default::default(),
+        )
+    };
+    assert_eq!(
+        load("").unwrap().store.retention,
+        Some(Duration::from_secs(90 * 86_400))
+    );
+    assert_eq!(load("retention = \"0\"").unwrap().store.retention, None);
+    let error = load("retention = \"soon\"").unwrap_err().to_string();
+    assert!(error.contains("store.retention"), "{error}");
 }
