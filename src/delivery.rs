@@ -37,7 +37,7 @@ pub struct Delivery<N: Notifier> {
 }
 
 impl<N: Notifier> Delivery<N> {
-    /// One post or edit, cut off at [`SEND_TIMEOUT`]. A channel has one worker, which never
+    /// One post or edit, cut off at `SEND_TIMEOUT`. A channel has one worker, which never
     /// claims again while it holds a claim, so pacing waits (a long `retry_after`) cannot lead
     /// to a second claim of the same delivery either.
     pub fn lease() -> Lease {

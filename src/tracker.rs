@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::approval::Status;
+use crate::approval::{ApprovalId, Status};
 use crate::failures::Streak;
 use crate::metrics::Metrics;
 use crate::opentrain::{OpenTrain, UpstreamError, backoff};
@@ -89,10 +89,11 @@ impl Tracker {
                 .updates(cursor.as_deref(), PAGE)
                 .await
                 .map_err(PollError::Upstream)?;
-            let ids: Vec<String> = page
+            // An id countersign would never have accepted cannot be tracked: skip it.
+            let ids: Vec<ApprovalId> = page
                 .events
                 .iter()
-                .filter_map(|e| e.approval_id().map(String::from))
+                .filter_map(|e| ApprovalId::parse(e.approval_id()?).ok())
                 .collect();
             let next = page.next_cursor.clone().or(cursor.clone());
             let advanced = next != cursor;

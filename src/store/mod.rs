@@ -16,10 +16,11 @@
 //! - **One daemon per store.** A lock file beside the database keeps a second daemon away, which is
 //!   what makes it safe to release every lease at start-up: they belong to a dead process.
 //!
-//! Each concern lives in its own file, as its own `impl Store` block: [`writer`] (group commit),
-//! [`intake`], [`verify`], [`track`] (doorbells, re-reads, reminders), [`delivery`], [`views`]
-//! (`list`, the hook's `GET`, metrics) and [`retention`] (pruning what is long settled). This
-//! file opens the store and holds what they share.
+//! Each concern lives in its own file, as its own `impl Store` block: `writer.rs` (group
+//! commit), `intake.rs`, `verify.rs`, `track.rs` (doorbells, re-reads, reminders), `delivery.rs`,
+//! `views.rs` (`list`, the hook's `GET`, metrics) and `retention.rs` (pruning what is long
+//! settled), each with the invariant it keeps. This file opens the store and holds what they
+//! share.
 
 mod delivery;
 mod intake;

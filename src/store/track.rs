@@ -32,7 +32,7 @@ impl Store {
     /// Returns how many tracked approvals were rung.
     pub async fn ring_and_save_cursor(
         &self,
-        ids: Vec<String>,
+        ids: Vec<ApprovalId>,
         cursor: Option<String>,
         now: i64,
     ) -> Result<usize, StoreError> {
@@ -259,7 +259,7 @@ impl Store {
     pub async fn webhook_doorbell(
         &self,
         delivery: Option<String>,
-        approval: Option<String>,
+        approval: Option<ApprovalId>,
         now: i64,
     ) -> Result<(bool, bool), StoreError> {
         let (duplicate, rung) = self

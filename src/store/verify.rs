@@ -15,7 +15,7 @@ use crate::approval::{AgentContext, ApprovalId, Kind, MoneyContext, Status, Wire
 impl Store {
     /// Claims up to `limit` approvals waiting to be read back from OpenTrain. The writer only
     /// takes the ids; the rows are read and decoded on a reader thread, and a row that cannot be
-    /// decoded is set aside as `failed` (see [`Store::set_aside`]) while the others go on.
+    /// decoded is set aside as `failed`, with its reason, while the others go on.
     pub async fn claim_verifications(
         &self,
         now: i64,
