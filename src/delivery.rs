@@ -103,14 +103,12 @@ impl<N: Notifier> Delivery<N> {
         let card = Card::from_record(&job.record, &self.app_url, Utc::now());
         let action = match &job.message_ref {
             None => Action::Post,
-            Some(m) if job.shown_version < job.record.version => {
-                Action::Edit(MessageRef(m.clone()))
-            }
+            Some(m) if job.shown_version < job.record.version => Action::Edit(m.clone()),
             Some(m)
                 if job.reminded_seq < job.record.reminder_seq
                     && job.record.status == Status::Pending =>
             {
-                Action::Remind(MessageRef(m.clone()))
+                Action::Remind(m.clone())
             }
             // Nothing left (the approval moved on since this was due): record it as caught up.
             Some(_) => {
@@ -129,7 +127,7 @@ impl<N: Notifier> Delivery<N> {
                     .post(&card)
                     .await
                     .map(|m| DeliveryOutcome::Posted {
-                        message_ref: m.0,
+                        message_ref: m,
                         version: job.record.version,
                         reminder_seq: job.record.reminder_seq,
                     }),

@@ -36,7 +36,8 @@ impl Store {
                     |r| {
                         Ok((
                             r.get::<_, String>(0)?,
-                            r.get::<_, Option<String>>(1)?,
+                            r.get::<_, Option<String>>(1)?
+                                .map(|m| MessageRef::from_stored(&m)),
                             r.get::<_, i64>(2)?,
                             r.get::<_, i64>(3)?,
                             r.get::<_, i64>(4)?,
@@ -105,6 +106,7 @@ impl Store {
                     reminder_seq,
                 } => {
                     // A fresh message already shows the time left: it counts as reminded.
+                    let message_ref = message_ref.to_string();
                     c.execute(
                         "UPDATE deliveries SET message_ref = ?3, shown_version = ?4,
                             reminded_seq = ?5, posted_at = COALESCE(posted_at, ?6),
@@ -241,9 +243,46 @@ pub struct ApprovalRecord {
     pub superseded_by: Option<String>,
 }
 
+/// Where a posted message lives: the chat (a Telegram chat id, a Discord channel id, `console`)
+/// and the message in it, each in its platform's notation, which only that notifier reads. The
+/// store keeps it as `chat:message`, the text every store file has held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRef {
+    pub chat: String,
+    pub message: String,
+}
+
+impl MessageRef {
+    pub fn new(chat: impl ToString, message: impl ToString) -> MessageRef {
+        MessageRef {
+            chat: chat.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Reads the stored text. One without a chat (the console wrote those before it named its
+    /// chat) keeps its whole text as the message, and is stored back unchanged.
+    pub fn from_stored(text: &str) -> MessageRef {
+        match text.split_once(':') {
+            Some((chat, message)) => MessageRef::new(chat, message),
+            None => MessageRef::new("", text),
+        }
+    }
+}
+
+impl std::fmt::Display for MessageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.chat.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}:{}", self.chat, self.message)
+        }
+    }
+}
+
 pub struct DeliveryJob {
     pub channel: &'static str,
-    pub message_ref: Option<String>,
+    pub message_ref: Option<MessageRef>,
     pub attempts: u32,
     /// What the message shows now, and the last reminder sent on this channel.
     pub shown_version: i64,
@@ -254,7 +293,7 @@ pub struct DeliveryJob {
 pub enum DeliveryOutcome {
     /// A new message shows `version`; it counts as reminded up to `reminder_seq`.
     Posted {
-        message_ref: String,
+        message_ref: MessageRef,
         version: i64,
         reminder_seq: i64,
     },
@@ -310,4 +349,23 @@ fn decode_record(r: &rusqlite::Row, id: &ApprovalId) -> Result<ApprovalRecord, S
         context: context.map(|u| decode("context_json", &u)).transpose()?,
         superseded_by: column(r, 7)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MessageRef;
+
+    #[test]
+    fn message_refs_read_back_as_they_were_stored() {
+        for text in [
+            "4242:17",
+            "-1001234:5",
+            "555000000000000001:999",
+            "console-apr_1-3",
+        ] {
+            assert_eq!(MessageRef::from_stored(text).to_string(), text);
+        }
+        let m = MessageRef::from_stored("-1001234:5");
+        assert_eq!((m.chat.as_str(), m.message.as_str()), ("-1001234", "5"));
+    }
 }

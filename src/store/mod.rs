@@ -31,7 +31,7 @@ mod verify;
 mod views;
 mod writer;
 
-pub use delivery::{ApprovalRecord, DeliveryJob, DeliveryOutcome};
+pub use delivery::{ApprovalRecord, DeliveryJob, DeliveryOutcome, MessageRef};
 pub use intake::{Inserted, NewSubmission};
 pub use track::{ReadJob, ReadOutcome};
 pub use verify::{VerifyJob, VerifyOutcome, VerifyRecorded};

@@ -660,8 +660,7 @@ fn card(state: CardState) -> Card {
 }
 
 fn message_ids(m: &countersign::notify::MessageRef) -> (u64, u64) {
-    let (c, id) = m.0.split_once(':').unwrap();
-    (c.parse().unwrap(), id.parse().unwrap())
+    (m.chat.parse().unwrap(), m.message.parse().unwrap())
 }
 
 #[tokio::test]
