@@ -218,7 +218,7 @@ impl Tracker {
                 }
             }
         };
-        if let Err(e) = self.store.finish_read(&job.id, outcome, now_ms()).await {
+        if let Err(e) = self.store.finish_read(&job, outcome, now_ms()).await {
             tracing::error!(approval_id = %job.id, error = %e, "cannot record the re-read; it will be redone");
         }
     }

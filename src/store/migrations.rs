@@ -93,8 +93,13 @@ pub const MIGRATIONS: &[&str] = &[
     //   settled ones only, so pruning never visits the open ones and costs the hot path nothing.
     // - /metrics shows approvals by status; counting them on every scrape visited every row.
     //   Triggers keep the counts instead, in the same transaction as each change.
+    // - recheck counts the doorbells no finished read has answered yet (it was a flag that the
+    //   claim cleared, so a read cut short by a crash lost its doorbell); its index follows.
     r#"
     DROP INDEX approvals_phase_run;
+
+    DROP INDEX approvals_recheck;
+    CREATE INDEX approvals_rechecks ON approvals(recheck) WHERE recheck > 0;
 
     CREATE INDEX approvals_settled ON approvals(updated_at) WHERE phase = 'done';
 

@@ -1,9 +1,10 @@
 //! Tracking: doorbells, the `/updates` cursor, re-reads and reminders.
 //!
-//! Invariants: a doorbell is never lost (the cursor moves in the same transaction as the rings
-//! of its page, and claiming a read clears the doorbell so one that rings during the read rings
-//! again); a status change bumps the approval's version, which makes every delivery due for an
-//! edit; a reminder threshold fires once, however often the daemon restarts.
+//! Invariants: a doorbell is never lost — the cursor moves in the same transaction as the rings
+//! of its page, and `recheck` counts the rings until a recorded read answers them, so a ring
+//! during the read, or a read that dies with its process, leaves the doorbell ringing; a status
+//! change bumps the approval's version, which makes every delivery due for an edit; a reminder
+//! threshold fires once, however often the daemon restarts.
 
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ impl Store {
             .write(move |c| {
                 let mut rung = 0;
                 let mut stmt = c.prepare_cached(
-                    "UPDATE approvals SET recheck = 1, updated_at = ?2
+                    "UPDATE approvals SET recheck = recheck + 1, updated_at = ?2
                      WHERE id = ?1 AND phase IN ('track', 'verify')",
                 )?;
                 for id in &ids {
@@ -63,7 +64,8 @@ impl Store {
     }
 
     /// Claims tracked approvals that need a fresh read: a doorbell rang, or `expiresAt` passed.
-    /// Claiming clears the doorbell, so one that rings during the read is not lost.
+    /// The doorbells stay until the read is recorded ([`ReadJob::rang`]), so neither one that
+    /// rings during the read nor one whose read dies with its process is lost.
     pub async fn claim_reads(
         &self,
         now: i64,
@@ -74,16 +76,16 @@ impl Store {
         let claimed: Vec<Result<ReadJob, Unreadable>> = self
             .write(move |c| {
                 let mut stmt = c.prepare_cached(
-                    "UPDATE approvals SET lease_until = ?2, recheck = 0, attempts = attempts + 1
+                    "UPDATE approvals SET lease_until = ?2, attempts = attempts + 1
                      WHERE id IN (SELECT id FROM approvals
-                                  WHERE recheck = 1 AND +phase = 'track'
+                                  WHERE recheck > 0 AND +phase = 'track'
                                     AND +run_after <= ?1 AND +lease_until <= ?1
                                   UNION
                                   SELECT id FROM approvals
                                   WHERE phase = 'track' AND next_read_at <= ?1
                                     AND +run_after <= ?1 AND +lease_until <= ?1
                                   LIMIT ?3)
-                     RETURNING id, status, superseded_by, attempts",
+                     RETURNING id, status, superseded_by, attempts, recheck",
                 )?;
                 let rows = stmt.query_map(params![now, lease_until, limit as i64], |r| {
                     let id: String = r.get(0)?;
@@ -99,11 +101,11 @@ impl Store {
     /// approval due for an edit.
     pub async fn finish_read(
         &self,
-        id: &ApprovalId,
+        job: &ReadJob,
         outcome: ReadOutcome,
         now: i64,
     ) -> Result<(), StoreError> {
-        let id = id.clone();
+        let (id, rang) = (job.id.clone(), job.rang);
         // Encoded here, not on the writer thread, which every write waits for.
         let upstream_json = match &outcome {
             ReadOutcome::Status {
@@ -126,6 +128,7 @@ impl Store {
                     let changed = old != status.as_str();
                     c.execute(
                         "UPDATE approvals SET status = ?2, phase = ?3,
+                                recheck = MAX(recheck - ?9, 0),
                                 upstream_json = COALESCE(?4, upstream_json),
                                 resolved_at = COALESCE(?5, resolved_at), next_read_at = ?6,
                                 next_reminder_at = CASE WHEN ?3 = 'done' THEN NULL
@@ -146,6 +149,7 @@ impl Store {
                             if terminal { None } else { next_read_at },
                             changed as i64,
                             now,
+                            rang,
                         ],
                     )?;
                     if changed {
@@ -161,7 +165,7 @@ impl Store {
                 ReadOutcome::Retry { at, error } => {
                     c.execute(
                         "UPDATE approvals SET run_after = ?2, reason = ?3, lease_until = 0,
-                                recheck = 1, updated_at = ?4
+                                recheck = MAX(recheck, 1), updated_at = ?4
                              WHERE id = ?1",
                         params![id, at, error, now],
                     )?;
@@ -181,7 +185,7 @@ impl Store {
             Ok(c.query_row(
                 "SELECT MIN(t) FROM (
                    SELECT MAX(run_after, lease_until) AS t FROM approvals
-                   WHERE recheck = 1 AND +phase = 'track'
+                   WHERE recheck > 0 AND +phase = 'track'
                    UNION ALL
                    SELECT MAX(next_read_at, run_after, lease_until) FROM approvals
                    WHERE phase = 'track' AND next_read_at <= ?1
@@ -281,7 +285,7 @@ impl Store {
                 let rung = match &approval {
                     Some(id) => {
                         c.execute(
-                            "UPDATE approvals SET recheck = 1, updated_at = ?2
+                            "UPDATE approvals SET recheck = recheck + 1, updated_at = ?2
                          WHERE id = ?1 AND phase IN ('track', 'verify')",
                             params![id, now],
                         )? > 0
@@ -303,6 +307,10 @@ pub struct ReadJob {
     pub status: Status,
     pub superseded_by: Option<String>,
     pub attempts: u32,
+    /// The doorbells this read answers. A read that is recorded clears only these: one that
+    /// rang during the read stays, and one whose read never finished (a crash, a lease that
+    /// ran out) is still there for the next claim.
+    pub rang: i64,
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -328,5 +336,6 @@ fn decode_read(r: &rusqlite::Row, id: &str) -> Result<ReadJob, String> {
         status: Status::parse(&status),
         superseded_by: column(r, 2)?,
         attempts: column::<i64>(r, 3)? as u32,
+        rang: column(r, 4)?,
     })
 }

@@ -178,7 +178,7 @@ impl Store {
                                     (id.to_string(), other)
                                 };
                                 c.execute(
-                                    "UPDATE approvals SET superseded_by = ?2, recheck = 1,
+                                    "UPDATE approvals SET superseded_by = ?2, recheck = recheck + 1,
                                         updated_at = ?3
                                      WHERE id = ?1",
                                     params![old, new, now],

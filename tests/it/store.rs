@@ -386,6 +386,68 @@ async fn a_slow_opentrain_gets_each_approval_verified_once() {
     assert_eq!(app.telegram.count("sendMessage"), 4);
 }
 
+#[tokio::test]
+async fn a_doorbell_outlives_a_read_that_never_finished_and_a_ring_during_the_read_is_kept() {
+    use countersign::approval::Status;
+    use countersign::store::ReadOutcome;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("countersign.db");
+    let store = open_store(&path).await;
+    let body = json!({"approval": {
+        "id": "apr_bell", "type": "milestone_fund", "status": "pending",
+        "contractId": "ctr_1", "milestoneId": "ms_1",
+        "approvalUrl": format!("{APP_URL}/approvals/apr_bell"),
+        "expiresAt": "2099-01-01T00:00:00.000Z"
+    }});
+    store.insert_submission(submission(&body, 0)).await.unwrap();
+    outside(&path)
+        .execute_batch("UPDATE approvals SET phase = 'track', status = 'pending'")
+        .unwrap();
+    let ring = || store.ring_and_save_cursor(vec![approval("apr_bell")], None, 0);
+    let still_pending = || ReadOutcome::Status {
+        upstream: None,
+        status: Status::Pending,
+        terminal: false,
+        next_read_at: None,
+    };
+    let lease = Duration::from_secs(60);
+    assert_eq!(ring().await.unwrap(), 1);
+    let t0 = 1_000_000;
+    assert_eq!(store.claim_reads(t0, lease, 8).await.unwrap().len(), 1);
+    assert!(
+        store
+            .claim_reads(t0 + 1, lease, 8)
+            .await
+            .unwrap()
+            .is_empty(),
+        "claimed again while its read is in flight"
+    );
+    // The worker died mid-read (a crash, a stuck call): once its lease is over, the doorbell
+    // it never answered is still ringing.
+    let t1 = t0 + 60_000;
+    let reads = store.claim_reads(t1, lease, 8).await.unwrap();
+    assert_eq!(reads.len(), 1, "the doorbell was lost with the read");
+    // It rings again during this read: the recorded read answers only the ring it saw.
+    assert_eq!(ring().await.unwrap(), 1);
+    store
+        .finish_read(&reads[0], still_pending(), t1 + 1)
+        .await
+        .unwrap();
+    let again = store.claim_reads(t1 + 2, lease, 8).await.unwrap();
+    assert_eq!(again.len(), 1, "the ring during the read was lost");
+    store
+        .finish_read(&again[0], still_pending(), t1 + 3)
+        .await
+        .unwrap();
+    assert!(
+        store
+            .claim_reads(t1 + 4, lease, 8)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
 // ------------------------------------------------------------------ 4. the writer's errors
 
 #[tokio::test]
