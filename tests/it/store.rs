@@ -57,6 +57,17 @@ fn submission(body: &Value, now: i64) -> NewSubmission {
     }
 }
 
+/// A fund request for the store alone (no OpenTrain behind it), received at time 0.
+fn fund(id: &str) -> NewSubmission {
+    let body = json!({"approval": {
+        "id": id, "type": "milestone_fund", "status": "pending",
+        "contractId": "ctr_1", "milestoneId": "ms_1",
+        "approvalUrl": format!("{APP_URL}/approvals/{id}"),
+        "expiresAt": "2099-01-01T00:00:00.000Z"
+    }});
+    submission(&body, 0)
+}
+
 async fn open_store(path: &Path) -> Store {
     Store::open(&StoreOptions::new(path, Synchronous::Full))
         .await
@@ -304,13 +315,7 @@ async fn a_failing_reminder_write_backs_off_instead_of_spinning() {
 async fn a_verification_stays_claimed_for_two_full_request_timeouts() {
     let dir = tempfile::tempdir().unwrap();
     let store = open_store(&dir.path().join("countersign.db")).await;
-    let body = json!({"approval": {
-        "id": "apr_slow", "type": "milestone_fund", "status": "pending",
-        "contractId": "ctr_1", "milestoneId": "ms_1",
-        "approvalUrl": format!("{APP_URL}/approvals/apr_slow"),
-        "expiresAt": "2099-01-01T00:00:00.000Z"
-    }});
-    store.insert_submission(submission(&body, 0)).await.unwrap();
+    store.insert_submission(fund("apr_slow")).await.unwrap();
     // opentrain.request_timeout_secs may be 300, and a verification makes two calls.
     let lease = Verifier::lease(Duration::from_secs(300));
     let t0 = 1_000_000;
@@ -393,13 +398,7 @@ async fn a_doorbell_outlives_a_read_that_never_finished_and_a_ring_during_the_re
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("countersign.db");
     let store = open_store(&path).await;
-    let body = json!({"approval": {
-        "id": "apr_bell", "type": "milestone_fund", "status": "pending",
-        "contractId": "ctr_1", "milestoneId": "ms_1",
-        "approvalUrl": format!("{APP_URL}/approvals/apr_bell"),
-        "expiresAt": "2099-01-01T00:00:00.000Z"
-    }});
-    store.insert_submission(submission(&body, 0)).await.unwrap();
+    store.insert_submission(fund("apr_bell")).await.unwrap();
     outside(&path)
         .execute_batch("UPDATE approvals SET phase = 'track', status = 'pending'")
         .unwrap();
@@ -632,13 +631,7 @@ async fn settled_approvals_are_pruned_oldest_first_in_batches_and_open_ones_stay
     let store = open_store(&path).await;
     let id = |i: usize| format!("apr_r{i}");
     for i in 0..8 {
-        let body = json!({"approval": {
-            "id": id(i), "type": "milestone_fund", "status": "pending",
-            "contractId": "ctr_1", "milestoneId": "ms_1",
-            "approvalUrl": format!("{APP_URL}/approvals/{}", id(i)),
-            "expiresAt": "2099-01-01T00:00:00.000Z"
-        }});
-        store.insert_submission(submission(&body, 0)).await.unwrap();
+        store.insert_submission(fund(&id(i))).await.unwrap();
     }
     // 0-4 settled long ago (each with a delivery), 5 settled recently, 6 still tracked though
     // old, 7 set aside as failed.
