@@ -236,6 +236,15 @@ async fn a_failing_reminder_write_backs_off_instead_of_spinning() {
         ..Options::default()
     })
     .await;
+    // From now on, writing a reminder fails, as on a full disk (verification, which writes
+    // the count of reminders already due, still succeeds).
+    outside(&app.store_path)
+        .execute_batch(
+            "CREATE TRIGGER fail_reminders BEFORE UPDATE OF reminder_seq ON approvals
+             WHEN NEW.reminder_seq > OLD.reminder_seq
+             BEGIN SELECT RAISE(ABORT, 'disk I/O error (injected)'); END;",
+        )
+        .unwrap();
     let mut body = app.fund_request("ctr_1", "ms_1");
     let id = approval_id(&body);
     // The 1 h reminder falls due two seconds from now.
@@ -246,13 +255,6 @@ async fn a_failing_reminder_write_backs_off_instead_of_spinning() {
     body["approval"] = app.opentrain.approval(&id).unwrap();
     assert_eq!(app.submit(&body).await.0, 202);
     messages(&app, 1).await;
-    // From now on, writing the reminder fails, as on a full disk.
-    outside(&app.store_path)
-        .execute_batch(
-            "CREATE TRIGGER fail_reminders BEFORE UPDATE OF reminder_seq ON approvals
-             BEGIN SELECT RAISE(ABORT, 'disk I/O error (injected)'); END;",
-        )
-        .unwrap();
 
     let errors = "countersign_store_write_errors_total";
     let first = eventually("the first failed reminder write", || async {
@@ -365,11 +367,11 @@ async fn a_slow_opentrain_gets_each_approval_verified_once() {
     let mut app = app;
     app.toml = app
         .toml
-        .replace("request_timeout_secs = 5", "request_timeout_secs = 2");
+        .replace("request_timeout_secs = 5", "request_timeout_secs = 3");
     let app = app.restart().await;
-    // Each answer takes 1.5 s: within the 2 s timeout, but the two calls of a verification
-    // together take longer than one timeout.
-    app.opentrain.set_latency(Duration::from_millis(1500));
+    // Each answer takes 1.8 s: well within the 3 s timeout, but the two calls of a
+    // verification together take longer than one timeout.
+    app.opentrain.set_latency(Duration::from_millis(1800));
     let bodies: Vec<Value> = (0..4)
         .map(|i| app.fund_request(&format!("ctr_{i}"), &format!("ms_{i}")))
         .collect();
@@ -379,14 +381,18 @@ async fn a_slow_opentrain_gets_each_approval_verified_once() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     messages(&app, 4).await;
-    for body in &bodies {
+    for (i, body) in bodies.iter().enumerate() {
         let id = approval_id(body);
-        assert_eq!(
-            app.opentrain
-                .count("GET", &format!("/api/public/v1/approvals/{id}")),
-            1,
-            "{id} was read more than once"
-        );
+        for read in [
+            format!("/api/public/v1/approvals/{id}"),
+            format!("/api/public/v1/contracts/ctr_{i}"),
+        ] {
+            assert_eq!(
+                app.opentrain.count("GET", &read),
+                1,
+                "{read} was read more than once: verification started over"
+            );
+        }
     }
     assert_eq!(app.telegram.count("sendMessage"), 4);
 }
