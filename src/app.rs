@@ -64,7 +64,7 @@ impl App {
         if !settings.store.group_commit {
             options.max_batch = 1;
         }
-        let store = Store::open(&options)?;
+        let store = Store::open(&options).await?;
         let opentrain = OpenTrain::new(&settings.opentrain, token).map_err(StartError::Other)?;
         let hook = TcpListener::bind(settings.hook.listen)
             .await
@@ -183,6 +183,7 @@ impl App {
             channels: channels.clone(),
             reminders: settings.reminders.clone(),
             metrics: metrics.clone(),
+            lease: Verifier::lease(settings.opentrain.request_timeout),
         });
         workers.spawn(verifier.run(stop.clone()));
         let tracker = Arc::new(Tracker {
@@ -191,9 +192,17 @@ impl App {
             poll_interval: settings.opentrain.poll_interval,
             reminders: settings.reminders.clone(),
             metrics: metrics.clone(),
+            lease: Tracker::lease(settings.opentrain.request_timeout),
         });
         workers.spawn(tracker.clone().poll_updates(stop.clone()));
         workers.spawn(tracker.read_due(stop.clone()));
+        if let Some(retention) = settings.store.retention {
+            workers.spawn(crate::retention::run(
+                store.clone(),
+                retention,
+                stop.clone(),
+            ));
+        }
 
         if let Some(listener) = proxy {
             let mut origin = settings.opentrain.api_url.clone();

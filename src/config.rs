@@ -82,6 +82,8 @@ pub struct StoreSettings {
     pub synchronous: Synchronous,
     /// Batch concurrent commits into one transaction. Off only to measure what it buys.
     pub group_commit: bool,
+    /// How long settled approvals are kept; `None` (`"0"`) keeps everything.
+    pub retention: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -219,6 +221,7 @@ struct RawStore {
     path: PathBuf,
     synchronous: String,
     group_commit: bool,
+    retention: String,
 }
 
 impl Default for RawStore {
@@ -227,6 +230,7 @@ impl Default for RawStore {
             path: "countersign.db".into(),
             synchronous: "full".into(),
             group_commit: true,
+            retention: "90d".into(),
         }
     }
 }
@@ -849,6 +853,8 @@ impl RawSettings {
                 path: self.store.path,
                 synchronous,
                 group_commit: self.store.group_commit,
+                retention: Some(duration("store.retention", &self.store.retention)?)
+                    .filter(|d| !d.is_zero()),
             },
             telegram,
             discord,

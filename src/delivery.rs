@@ -22,7 +22,7 @@ use crate::metrics::Metrics;
 use crate::notify::{Card, MessageRef, Notifier, NotifyError};
 use crate::opentrain::backoff;
 use crate::store::{DeliveryJob, DeliveryOutcome, Store};
-use crate::worker::{LEASE, Pacer, idle, now_ms, sleep_or_cancel};
+use crate::worker::{self, Lease, Pacer, now_ms};
 
 /// The longest one post or edit may take before it counts as a transient failure.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -37,40 +37,60 @@ pub struct Delivery<N: Notifier> {
 }
 
 impl<N: Notifier> Delivery<N> {
+    /// One post or edit, cut off at `SEND_TIMEOUT`. A channel has one worker, which never
+    /// claims again while it holds a claim, so pacing waits (a long `retry_after`) cannot lead
+    /// to a second claim of the same delivery either.
+    pub fn lease() -> Lease {
+        Lease::for_calls(1, SEND_TIMEOUT)
+    }
+
+    /// Delivers on this channel until shutdown: one delivery at a time, through the shared
+    /// worker pool (claim, back off when the store fails, idle until due).
     pub async fn run(self, cancel: CancellationToken) {
+        let me = Arc::new(self);
+        let channel = me.notifier.channel();
+        let store = me.store.clone();
+        let wake = store.signals().delivery(channel);
+        worker::pool(
+            channel,
+            1,
+            &wake,
+            &cancel,
+            |_room| async {
+                let job = store
+                    .claim_delivery(channel, now_ms(), Self::lease().duration())
+                    .await?;
+                Ok(job.into_iter().collect())
+            },
+            || async { store.next_delivery_at(channel).await.ok().flatten() },
+            |job| {
+                let me = me.clone();
+                let cancel = cancel.clone();
+                async move { me.deliver(job, &cancel).await }
+            },
+        )
+        .await;
+    }
+
+    /// Paces, sends, and records one claimed delivery.
+    async fn deliver(&self, job: DeliveryJob, cancel: &CancellationToken) {
         let channel = self.notifier.channel();
-        let wake = self.store.signals().delivery(channel);
-        while !cancel.is_cancelled() {
-            let job = match self.store.claim_delivery(channel, now_ms(), LEASE).await {
-                Ok(job) => job,
-                Err(e) => {
-                    tracing::error!(channel, error = %e, "delivery: cannot claim work from the store");
-                    sleep_or_cancel(Duration::from_secs(1), &cancel).await;
-                    continue;
-                }
-            };
-            let Some(job) = job else {
-                let next = self.store.next_delivery_at(channel).await.ok().flatten();
-                idle(&wake, next, &cancel).await;
-                continue;
-            };
-            // Pace: wait out the chat's interval or its retry_after. On shutdown the claim is
-            // simply left; the next start releases it.
-            if !self.pacer.wait(&cancel).await {
-                break;
-            }
-            let (outcome, pause) = self.attempt(&job).await;
-            self.pacer.done();
-            if !pause.is_zero() {
-                self.pacer.hold_for(pause);
-            }
-            if let Err(e) = self
-                .store
-                .finish_delivery(&job.record.id, channel, outcome, now_ms())
-                .await
-            {
-                tracing::error!(channel, approval_id = %job.record.id, error = %e, "cannot record the delivery; it may be repeated");
-            }
+        // Pace: wait out the chat's interval or its retry_after. On shutdown the claim is
+        // simply left; the next start releases it.
+        if !self.pacer.wait(cancel).await {
+            return;
+        }
+        let (outcome, pause) = self.attempt(&job).await;
+        self.pacer.done();
+        if !pause.is_zero() {
+            self.pacer.hold_for(pause);
+        }
+        if let Err(e) = self
+            .store
+            .finish_delivery(&job.record.id, channel, outcome, now_ms())
+            .await
+        {
+            tracing::error!(channel, approval_id = %job.record.id, error = %e, "cannot record the delivery; it may be repeated");
         }
     }
 
@@ -83,14 +103,12 @@ impl<N: Notifier> Delivery<N> {
         let card = Card::from_record(&job.record, &self.app_url, Utc::now());
         let action = match &job.message_ref {
             None => Action::Post,
-            Some(m) if job.shown_version < job.record.version => {
-                Action::Edit(MessageRef(m.clone()))
-            }
+            Some(m) if job.shown_version < job.record.version => Action::Edit(m.clone()),
             Some(m)
                 if job.reminded_seq < job.record.reminder_seq
                     && job.record.status == Status::Pending =>
             {
-                Action::Remind(MessageRef(m.clone()))
+                Action::Remind(m.clone())
             }
             // Nothing left (the approval moved on since this was due): record it as caught up.
             Some(_) => {
@@ -109,7 +127,7 @@ impl<N: Notifier> Delivery<N> {
                     .post(&card)
                     .await
                     .map(|m| DeliveryOutcome::Posted {
-                        message_ref: m.0,
+                        message_ref: m,
                         version: job.record.version,
                         reminder_seq: job.record.reminder_seq,
                     }),

@@ -5,17 +5,24 @@
 //! The flow, one module per step:
 //!
 //! ```text
-//! agent ─POST /v1/approvals─▶ intake ─▶ store ─▶ verify ─▶ delivery ─▶ notify (Telegram, console)
-//!                                         ▲                    ▲
+//! agent ─POST /v1/approvals─▶ intake ─▶ store ─▶ verify ─▶ delivery ─▶ notify (Telegram, Discord, console)
+//!   (or its OpenTrain tool ─▶ proxy ─┘    ▲                    ▲
 //!                                         └── tracker ─────────┘  (/updates, doorbells, expiry → edit)
 //! ```
 //!
-//! - [`intake`]: the hook; a 2xx means the approval is on disk.
-//! - [`store`]: SQLite (WAL, group commit); work is claimed with leases, never held across I/O.
-//! - [`verify`]: reads each approval back from OpenTrain and fetches its money context; an
-//!   approval OpenTrain does not know is never shown.
+//! - [`intake`]: the hook (approvals, events, OpenTrain webhooks, reads); a 2xx means the
+//!   approval is on disk. [`proxy`] feeds the same intake from an agent's own OpenTrain calls.
+//! - [`store`]: SQLite (WAL, group commit), the only module that speaks SQL; work is claimed
+//!   with leases, never held across I/O, and one unreadable record never stops the rest.
+//! - [`verify`]: reads each approval back from OpenTrain ([`opentrain`]) and fetches its money
+//!   context; an approval OpenTrain does not know is never shown.
 //! - [`delivery`] and [`notify`]: post, then edit, each message, paced per chat, at least once.
-//! - [`tracker`]: learns terminal statuses from `/updates`, doorbells and expiry re-reads.
+//! - [`tracker`]: learns terminal statuses from `/updates`, doorbells and expiry re-reads, and
+//!   fires [`reminders`] before expiry.
+//! - [`worker`] and [`failures`]: what the background loops share — leases, the claim pool,
+//!   idling, and backing off (one log line, not one per failure) when something keeps failing.
+//! - [`retention`]: prunes approvals settled longer ago than `store.retention`.
+//! - [`app`] wires it together; [`list`], [`check`] and [`pair`] serve the command line.
 //!
 //! Guarantees are listed in the README and SPEC §4; each module states the invariant it carries.
 
@@ -27,6 +34,7 @@ pub mod config;
 pub mod delivery;
 #[cfg(feature = "demo")]
 pub mod demo;
+pub mod failures;
 pub mod init;
 pub mod intake;
 pub mod list;
@@ -37,6 +45,7 @@ pub mod outcome;
 pub mod pair;
 pub mod proxy;
 pub mod reminders;
+pub mod retention;
 pub mod serve;
 pub mod store;
 pub mod text;

@@ -1,9 +1,53 @@
 //! `countersign list`'s table: one approval a line, aligned, newest first. Holds no secret: the
 //! views it prints are built from the store, which keeps none.
 
+use std::time::Duration;
+
 use crate::approval::{Kind, Usd};
+use crate::config::Settings;
 use crate::notify::render::clean;
-use crate::store::ApprovalView;
+use crate::store::{ApprovalView, Listing, StoreError, list_read_only};
+
+/// What `countersign list` prints: the table (with `all`, and a line saying how far back the
+/// store reaches), or the approvals as JSON.
+pub fn render(
+    settings: &Settings,
+    all: bool,
+    json: bool,
+    limit: usize,
+) -> Result<String, StoreError> {
+    let listing = list_read_only(&settings.store.path, all, limit)?;
+    if json {
+        return Ok(serde_json::to_string_pretty(&listing.approvals)? + "\n");
+    }
+    let mut out = table(&listing.approvals);
+    if all {
+        out.push_str(&reach(settings.store.retention, &listing));
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// How far back `list --all` reaches, given `store.retention` and what was pruned.
+pub fn reach(retention: Option<Duration>, listing: &Listing) -> String {
+    let Some(retention) = retention else {
+        return "store.retention = \"0\": every approval is kept.".into();
+    };
+    // "90d", as the operator wrote it, rather than "2months 29days 2h 52m 48s".
+    let kept = match retention.as_secs() {
+        s if s >= 86_400 && s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ => humantime::format_duration(retention).to_string(),
+    };
+    match listing.pruned_before {
+        Some(t) => format!(
+            "Settled approvals are kept for {kept} (store.retention): none settled before {} is listed.",
+            t.format("%Y-%m-%d %H:%M UTC")
+        ),
+        None => format!(
+            "Settled approvals are kept for {kept} (store.retention); none has been pruned yet."
+        ),
+    }
+}
 
 /// Per channel: `telegram:shown`, `telegram:sending`, `discord:failed`, `console:gone`.
 fn delivery_state(v: &ApprovalView) -> String {

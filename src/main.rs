@@ -291,12 +291,10 @@ async fn check(config: Option<PathBuf>) -> Result<ExitCode> {
 
 fn list(config: Option<PathBuf>, all: bool, json: bool, limit: usize) -> Result<ExitCode> {
     let settings = Settings::load(config.as_deref())?;
-    let views = countersign::store::list_read_only(&settings.store.path, all, limit)?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&views)?);
-    } else {
-        print!("{}", countersign::list::table(&views));
-    }
+    print!(
+        "{}",
+        countersign::list::render(&settings, all, json, limit)?
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -2,9 +2,10 @@
 //! seconds and say so; gauges of the store's contents are read from the store at scrape time, so
 //! they are right after a restart too.
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::opentrain::UpstreamError;
@@ -28,6 +29,8 @@ pub struct Metrics {
     pub long_polls: IntGauge,
     approvals: IntGaugeVec,
     pending: IntGauge,
+    unreadable: IntCounterVec,
+    store_write_errors: IntCounter,
 }
 
 impl Default for Metrics {
@@ -40,11 +43,10 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
+            register(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+            )
         };
         let submissions = counter(
             "countersign_submissions_total",
@@ -61,74 +63,87 @@ impl Metrics {
             "Errors from the OpenTrain API by reason.",
             &["reason"],
         );
+        let unreadable = counter(
+            "countersign_unreadable_records_total",
+            "Stored records that could not be read back, by queue; each was marked failed.",
+            &["queue"],
+        );
+        let store_write_errors = register(
+            &registry,
+            IntCounter::new(
+                "countersign_store_write_errors_total",
+                "Writes the store could not commit (a full disk, an I/O error, a lock).",
+            )
+            .expect("valid metric"),
+        );
         let chat_errors = counter(
             "countersign_chat_errors_total",
             "Errors from a chat platform by channel and reason.",
             &["channel", "reason"],
         );
-        let hook_requests = HistogramVec::new(
-            HistogramOpts::new(
-                "countersign_hook_request_duration_seconds",
-                "Hook request latency by route and status.",
+        let hook_requests = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "countersign_hook_request_duration_seconds",
+                    "Hook request latency by route and status.",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                ]),
+                &["route", "status"],
             )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-            ]),
-            &["route", "status"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(hook_requests.clone()))
-            .expect("unique metric");
-        let resolution = Histogram::with_opts(
-            HistogramOpts::new(
-                "countersign_approval_resolution_seconds",
-                "Time from an approval's createdAt to countersign seeing its terminal status.",
+            .expect("valid metric"),
+        );
+        let resolution = register(
+            &registry,
+            Histogram::with_opts(
+                HistogramOpts::new(
+                    "countersign_approval_resolution_seconds",
+                    "Time from an approval's createdAt to countersign seeing its terminal status.",
+                )
+                .buckets(vec![
+                    60.0,
+                    300.0,
+                    900.0,
+                    3600.0,
+                    4.0 * 3600.0,
+                    12.0 * 3600.0,
+                    24.0 * 3600.0,
+                    48.0 * 3600.0,
+                    72.0 * 3600.0,
+                    96.0 * 3600.0,
+                ]),
             )
-            .buckets(vec![
-                60.0,
-                300.0,
-                900.0,
-                3600.0,
-                4.0 * 3600.0,
-                12.0 * 3600.0,
-                24.0 * 3600.0,
-                48.0 * 3600.0,
-                72.0 * 3600.0,
-                96.0 * 3600.0,
-            ]),
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(resolution.clone()))
-            .expect("unique metric");
-        let approvals = IntGaugeVec::new(
-            Opts::new(
-                "countersign_approvals",
-                "Tracked approvals by countersign status.",
-            ),
-            &["status"],
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(approvals.clone()))
-            .expect("unique metric");
-        let pending = IntGauge::new(
-            "countersign_pending_approvals",
-            "Approvals waiting for the owner (verifying or pending).",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(pending.clone()))
-            .expect("unique metric");
-        let long_polls = IntGauge::new(
-            "countersign_hook_long_polls",
-            "Agents waiting on GET /v1/approvals/{id}?wait= right now.",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(long_polls.clone()))
-            .expect("unique metric");
+            .expect("valid metric"),
+        );
+        let approvals = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "countersign_approvals",
+                    "Tracked approvals by countersign status.",
+                ),
+                &["status"],
+            )
+            .expect("valid metric"),
+        );
+        let pending = register(
+            &registry,
+            IntGauge::new(
+                "countersign_pending_approvals",
+                "Approvals waiting for the owner (verifying or pending).",
+            )
+            .expect("valid metric"),
+        );
+        let long_polls = register(
+            &registry,
+            IntGauge::new(
+                "countersign_hook_long_polls",
+                "Agents waiting on GET /v1/approvals/{id}?wait= right now.",
+            )
+            .expect("valid metric"),
+        );
         Metrics {
             registry,
             submissions,
@@ -140,6 +155,8 @@ impl Metrics {
             long_polls,
             approvals,
             pending,
+            unreadable,
+            store_write_errors,
         }
     }
 
@@ -159,10 +176,26 @@ impl Metrics {
             self.approvals.with_label_values(&[&status]).set(n);
         }
         self.pending.set(pending);
+        // The store counts since it was opened; the counters catch up with it.
+        let errors = store.write_errors();
+        self.store_write_errors
+            .inc_by(errors.saturating_sub(self.store_write_errors.get()));
+        for (queue, n) in store.unreadable_counts() {
+            let counter = self.unreadable.with_label_values(&[queue.as_str()]);
+            counter.inc_by(n.saturating_sub(counter.get()));
+        }
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding of gathered metrics");
         Ok(String::from_utf8(out).expect("the text format is UTF-8"))
     }
+}
+
+/// Adds `metric` to `registry` and hands it back.
+fn register<M: Collector + Clone + 'static>(registry: &Registry, metric: M) -> M {
+    registry
+        .register(Box::new(metric.clone()))
+        .expect("unique metric");
+    metric
 }

@@ -273,7 +273,7 @@ fn hire_terms(body: &[u8]) -> Option<Value> {
 }
 
 /// The approvals an `/updates` page announces with `approval.confirmed` events.
-fn confirmed_ids(page: &[u8]) -> Vec<String> {
+fn confirmed_ids(page: &[u8]) -> Vec<ApprovalId> {
     let Ok(value) = serde_json::from_slice::<Value>(page) else {
         return Vec::new();
     };
@@ -290,7 +290,6 @@ fn confirmed_ids(page: &[u8]) -> Vec<String> {
                 .and_then(Value::as_str)
         })
         .filter_map(|id| ApprovalId::parse(id).ok())
-        .map(|id| id.as_str().to_string())
         .collect()
 }
 
@@ -683,7 +682,10 @@ mod tests {
             {"id": "4", "type": "approval.confirmed", "data": {"approvalId": "../x"}},
         ], "nextCursor": "4", "hasMore": false});
         assert_eq!(
-            confirmed_ids(&serde_json::to_vec(&page).unwrap()),
+            confirmed_ids(&serde_json::to_vec(&page).unwrap())
+                .iter()
+                .map(ApprovalId::as_str)
+                .collect::<Vec<_>>(),
             ["apr_1", "apr_3"]
         );
         assert!(confirmed_ids(b"[1,2]").is_empty());

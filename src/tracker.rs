@@ -13,12 +13,13 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::approval::Status;
+use crate::approval::{ApprovalId, Status};
+use crate::failures::Streak;
 use crate::metrics::Metrics;
 use crate::opentrain::{OpenTrain, UpstreamError, backoff};
 use crate::store::{ReadJob, ReadOutcome, Store};
 use crate::verify::{EXPIRY_GRACE_MS, retry_at};
-use crate::worker::{self, LEASE, now_ms, sleep_or_cancel};
+use crate::worker::{self, Lease, now_ms, sleep_or_cancel};
 
 /// Events per `/updates` page (OpenTrain allows 1–200).
 const PAGE: u32 = 200;
@@ -32,21 +33,27 @@ pub struct Tracker {
     /// `reminders.before_expiry`.
     pub reminders: Vec<Duration>,
     pub metrics: Arc<Metrics>,
+    /// How long one re-read may take: see [`Tracker::lease`].
+    pub lease: Lease,
 }
 
 impl Tracker {
+    /// A re-read is one OpenTrain call, cut off at `request_timeout`.
+    pub fn lease(request_timeout: Duration) -> Lease {
+        Lease::for_calls(1, request_timeout)
+    }
+
     /// Polls `/updates` until shutdown.
     pub async fn poll_updates(self: Arc<Self>, cancel: CancellationToken) {
-        let mut failures: u32 = 0;
+        let mut failures = Streak::default();
         while !cancel.is_cancelled() {
             let wait = match self.poll_once().await {
                 Ok(rung) => {
-                    if failures > 0 {
+                    if failures.recovered() > 0 {
                         tracing::info!(
                             "updates: OpenTrain answers again; caught up from the saved cursor"
                         );
                     }
-                    failures = 0;
                     if rung > 0 {
                         tracing::debug!(rung, "updates: doorbells rung");
                     }
@@ -56,13 +63,12 @@ impl Tracker {
                     if let PollError::Upstream(u) = &e {
                         self.metrics.opentrain_error(u);
                     }
-                    failures += 1;
-                    if failures == 1 || failures.is_multiple_of(20) {
-                        tracing::warn!(error = %e, failures, "updates: poll failed; backing off");
+                    if failures.failed() {
+                        tracing::warn!(error = %e, failures = failures.count(), "updates: poll failed; backing off");
                     }
                     e.retry_after()
                         .unwrap_or_else(|| {
-                            backoff(failures, self.poll_interval, Duration::from_secs(300))
+                            failures.backoff(self.poll_interval, Duration::from_secs(300))
                         })
                         .max(self.poll_interval)
                 }
@@ -83,10 +89,11 @@ impl Tracker {
                 .updates(cursor.as_deref(), PAGE)
                 .await
                 .map_err(PollError::Upstream)?;
-            let ids: Vec<String> = page
+            // An id countersign would never have accepted cannot be tracked: skip it.
+            let ids: Vec<ApprovalId> = page
                 .events
                 .iter()
-                .filter_map(|e| e.approval_id().map(String::from))
+                .filter_map(|e| ApprovalId::parse(e.approval_id()?).ok())
                 .collect();
             let next = page.next_cursor.clone().or(cursor.clone());
             let advanced = next != cursor;
@@ -109,25 +116,24 @@ impl Tracker {
     pub async fn read_due(self: Arc<Self>, cancel: CancellationToken) {
         let store = &self.store;
         let reminders = &self.reminders;
+        let lease = self.lease;
         worker::pool(
             "track",
             CONCURRENCY,
             &store.signals().reads,
             &cancel,
             |room| async move {
-                // Reminders need no network call: fire what is due, then claim the reads.
-                match store.fire_reminders(reminders.clone(), now_ms()).await {
-                    Ok(ids) => {
-                        for id in ids {
-                            tracing::info!(approval_id = %id, "reminder due: refreshing the message and nudging the owner");
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "track: cannot fire reminders"),
+                // Reminders need no network call: fire what is due, then claim the reads. A
+                // failure is the claim's failure, so the pool backs off: an overdue reminder
+                // that cannot be written must not make the loop spin.
+                let ids = store.fire_reminders(reminders.clone(), now_ms()).await?;
+                for id in ids {
+                    tracing::info!(approval_id = %id, "reminder due: refreshing the message and nudging the owner");
                 }
-                store.claim_reads(now_ms(), LEASE, room).await
+                store.claim_reads(now_ms(), lease.duration(), room).await
             },
             || async {
-                let next_read = store.next_read_at().await.ok().flatten();
+                let next_read = store.next_read_at(now_ms()).await.ok().flatten();
                 let next_reminder = store.next_reminder_at().await.ok().flatten();
                 [next_read, next_reminder].into_iter().flatten().min()
             },
@@ -140,7 +146,17 @@ impl Tracker {
     }
 
     async fn reread(&self, job: ReadJob) {
-        let outcome = match self.opentrain.approval(&job.id).await {
+        // Never past the lease: past it, another worker could take the same approval.
+        let read =
+            tokio::time::timeout(self.lease.work(), self.opentrain.approval(job.id.as_str()))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(UpstreamError::Transport(format!(
+                        "no answer within {:?}",
+                        self.lease.work()
+                    )))
+                });
+        let outcome = match read {
             Ok(upstream) => {
                 let mut status = Status::from_upstream(upstream.status.as_deref());
                 let mut terminal = status.is_terminal(upstream.resolved_at.is_some());
@@ -202,7 +218,7 @@ impl Tracker {
                 }
             }
         };
-        if let Err(e) = self.store.finish_read(&job.id, outcome, now_ms()).await {
+        if let Err(e) = self.store.finish_read(&job, outcome, now_ms()).await {
             tracing::error!(approval_id = %job.id, error = %e, "cannot record the re-read; it will be redone");
         }
     }

@@ -15,7 +15,7 @@ use crate::metrics::Metrics;
 use crate::opentrain::{OpenTrain, UpstreamError, backoff};
 use crate::reminders;
 use crate::store::{Store, VerifyJob, VerifyOutcome};
-use crate::worker::{self, LEASE, now_ms};
+use crate::worker::{self, Lease, now_ms};
 
 /// How many verifications run at once.
 const CONCURRENCY: usize = 8;
@@ -31,17 +31,26 @@ pub struct Verifier {
     /// `reminders.before_expiry`.
     pub reminders: Vec<Duration>,
     pub metrics: Arc<Metrics>,
+    /// How long one verification may take: see [`Verifier::lease`].
+    pub lease: Lease,
 }
 
 impl Verifier {
+    /// A verification makes two OpenTrain calls (the approval, then its money context), each
+    /// cut off at `request_timeout`.
+    pub fn lease(request_timeout: Duration) -> Lease {
+        Lease::for_calls(2, request_timeout)
+    }
+
     pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
         let store = &self.store;
+        let lease = self.lease;
         worker::pool(
             "verify",
             CONCURRENCY,
             &store.signals().verify,
             &cancel,
-            |room| store.claim_verifications(now_ms(), LEASE, room),
+            |room| store.claim_verifications(now_ms(), lease.duration(), room),
             || async { store.next_verification_at().await.ok().flatten() },
             |job| {
                 let me = self.clone();
@@ -53,7 +62,20 @@ impl Verifier {
 
     async fn verify(&self, job: VerifyJob) {
         let id = job.id.clone();
-        let outcome = self.outcome(job).await;
+        let attempts = job.attempts;
+        // Never past the lease: past it, another worker could take the same approval.
+        let outcome = match tokio::time::timeout(self.lease.work(), self.outcome(job)).await {
+            Ok(outcome) => outcome,
+            Err(_) => VerifyOutcome::Retry {
+                at: now_ms()
+                    + backoff(attempts, Duration::from_secs(2), Duration::from_secs(300))
+                        .as_millis() as i64,
+                error: format!(
+                    "OpenTrain did not answer within {:?}; will retry",
+                    self.lease.work()
+                ),
+            },
+        };
         if let VerifyOutcome::Rejected { .. } = &outcome {
             self.metrics
                 .opentrain_errors
@@ -90,8 +112,8 @@ impl Verifier {
     async fn outcome(&self, job: VerifyJob) -> VerifyOutcome {
         let upstream = match job.upstream {
             Some(u) => u,
-            None => match self.opentrain.approval(&job.id).await {
-                Ok(a) if a.id != job.id => {
+            None => match self.opentrain.approval(job.id.as_str()).await {
+                Ok(a) if a.id != job.id.as_str() => {
                     return VerifyOutcome::Rejected {
                         reason: format!(
                             "OpenTrain answered with a different approval id ({:?})",

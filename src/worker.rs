@@ -1,14 +1,47 @@
-//! What every background worker shares: the clock, how long a claim is leased, and how an idle
-//! worker waits (for a wake-up from the store, the next scheduled item, or shutdown).
+//! What every background worker shares: the clock, how long a claim is leased, how an idle
+//! worker waits (for a wake-up from the store, the next scheduled item, or shutdown), and the
+//! pool that runs claimed work.
 
 use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-/// How long a claim stays with its worker. Longer than any single network call (their timeouts
-/// are 30 s at most), so a live worker never loses its claim, while a dead one's work comes back.
-pub const LEASE: Duration = Duration::from_secs(90);
+use crate::failures::Streak;
+
+/// How long a claim stays with its worker, derived from how long its work may take.
+///
+/// The work itself is cut off at [`Lease::work`] (network calls at their timeout, the whole job
+/// at the sum of them), and the lease runs [`LEASE_MARGIN`] longer, for the store writes around
+/// it. So a live worker always finishes, or gives up, before its lease runs out, and no one
+/// else can claim the same item meanwhile: a slow OpenTrain never gets one approval verified
+/// twice. A dead worker's work comes back when its lease runs out (or at the next start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lease {
+    work: Duration,
+}
+
+/// Room on top of the work's own deadline for the writes that record it.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(30);
+
+impl Lease {
+    /// For work made of `calls` requests, each cut off at `timeout`.
+    pub fn for_calls(calls: u32, timeout: Duration) -> Lease {
+        Lease {
+            work: timeout.saturating_mul(calls),
+        }
+    }
+
+    /// The longest the work may take; past it the worker gives up and schedules a retry.
+    pub fn work(&self) -> Duration {
+        self.work
+    }
+
+    /// How long the claim is held.
+    pub fn duration(&self) -> Duration {
+        self.work + LEASE_MARGIN
+    }
+}
 
 /// The longest an idle worker sleeps before looking again, whatever it was told.
 pub const MAX_IDLE: Duration = Duration::from_secs(30);
@@ -88,10 +121,15 @@ impl Pacer {
     }
 }
 
+/// After a failed claim, the first retry comes after about this long, doubling up to the cap.
+const CLAIM_RETRY_BASE: Duration = Duration::from_secs(1);
+const CLAIM_RETRY_CAP: Duration = Duration::from_secs(60);
+
 /// Runs claimed work, up to `concurrency` items at once, until shutdown: claims as many items as
 /// there is room for, runs each on its own task, and when nothing is claimable sleeps until the
-/// next scheduled item (`next_at`), a wake-up, or shutdown. Work still running at shutdown is
-/// waited for; a claim it never finishes is released at the next start.
+/// next scheduled item (`next_at`), a wake-up, or shutdown. A claim that fails (the store cannot
+/// write) is retried after a jittered, growing pause. Work still running at shutdown is waited
+/// for; a claim it never finishes is released at the next start.
 pub async fn pool<J, Claim, ClaimFut, Next, NextFut, Work, WorkFut>(
     name: &'static str,
     concurrency: usize,
@@ -110,15 +148,27 @@ pub async fn pool<J, Claim, ClaimFut, Next, NextFut, Work, WorkFut>(
     WorkFut: std::future::Future<Output = ()> + Send + 'static,
 {
     let mut running = tokio::task::JoinSet::new();
+    let mut failures = Streak::default();
     while !cancel.is_cancelled() {
         while running.try_join_next().is_some() {}
         let room = concurrency.saturating_sub(running.len());
         let jobs = if room > 0 {
             match claim(room).await {
-                Ok(jobs) => jobs,
+                Ok(jobs) => {
+                    let failed = failures.recovered();
+                    if failed > 0 {
+                        tracing::info!(worker = name, failed, "the store answers again");
+                    }
+                    jobs
+                }
                 Err(e) => {
-                    tracing::error!(worker = name, error = %e, "cannot claim work from the store");
-                    sleep_or_cancel(Duration::from_secs(1), cancel).await;
+                    // A failing store (full disk, I/O error) must not burn a core or flood the
+                    // log: one line, a reminder now and then, and a growing pause.
+                    if failures.failed() {
+                        tracing::error!(worker = name, error = %e, failures = failures.count(), "cannot claim work from the store; backing off");
+                    }
+                    let wait = failures.backoff(CLAIM_RETRY_BASE, CLAIM_RETRY_CAP);
+                    sleep_or_cancel(wait, cancel).await;
                     continue;
                 }
             }

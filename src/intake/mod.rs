@@ -1,4 +1,5 @@
-//! The hook: a small HTTP API on `hook.listen` for agents (and, later, OpenTrain's webhooks).
+//! The hook: a small HTTP API on `hook.listen` for agents (submissions, events, reads, health,
+//! metrics) and, when `opentrain.webhook_secret` is set, OpenTrain's signed webhooks.
 //!
 //! Every error is `{"error": "<code>", "message": "<sentence>"}` with its status, and a refused
 //! request changes nothing. A 2xx from `POST /v1/approvals` is sent only after the store has
@@ -337,7 +338,7 @@ async fn event(
         Some(id) => {
             state
                 .store
-                .ring_and_save_cursor(vec![id.as_str().to_string()], None, now_ms())
+                .ring_and_save_cursor(vec![id.clone()], None, now_ms())
                 .await
                 .map_err(store_error)?
                 > 0
@@ -394,11 +395,7 @@ async fn webhook(
     };
     let (duplicate, rung) = state
         .store
-        .webhook_doorbell(
-            delivery,
-            id.as_ref().map(|i| i.as_str().to_string()),
-            now_ms(),
-        )
+        .webhook_doorbell(delivery, id.clone(), now_ms())
         .await
         .map_err(store_error)?;
     if let (Some(id), true) = (&id, rung) {

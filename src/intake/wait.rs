@@ -92,7 +92,7 @@ pub async fn show(
 async fn view(state: &HookState, id: &ApprovalId) -> Result<ApprovalView, ApiError> {
     state
         .store
-        .get(id.as_str())
+        .get(id)
         .await
         .map_err(store_error)?
         .ok_or_else(|| {

@@ -65,11 +65,14 @@ impl Notifier for Console {
     async fn post(&self, card: &Card) -> Result<MessageRef, NotifyError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         print(&format!("── new message ──\n{}", text(card)))?;
-        Ok(MessageRef(format!("console-{}-{n}", card.approval_id)))
+        Ok(MessageRef::new(
+            "console",
+            format!("{}-{n}", card.approval_id),
+        ))
     }
 
     async fn edit(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
-        print(&format!("── edit of {} ──\n{}", message.0, text(card)))
+        print(&format!("── edit of {message} ──\n{}", text(card)))
     }
 
     async fn remind(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
@@ -78,8 +81,8 @@ impl Notifier for Console {
             .map(|t| super::render::relative(t, card.now))
             .unwrap_or_default();
         print(&format!(
-            "── reminder for {} ──\n⏰ {} expires {left}: {}",
-            message.0, card.headline, card.link
+            "── reminder for {message} ──\n⏰ {} expires {left}: {}",
+            card.headline, card.link
         ))
     }
 }

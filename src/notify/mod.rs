@@ -14,10 +14,9 @@ use std::time::Duration;
 
 pub use render::{Card, CardState, Fact};
 
-/// Where a posted message lives, in the notifier's own format (a Telegram `chat:message` pair,
-/// for instance). Stored as-is and handed back for edits.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MessageRef(pub String);
+/// Where a posted message lives (a chat and a message in it); the store keeps it and hands it
+/// back for edits and reminders.
+pub use crate::store::MessageRef;
 
 /// Why a post or an edit did not happen, and what to do about it.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -327,7 +327,7 @@ impl Card {
             .or_else(|| record.submitted.expires_at());
 
         Card {
-            approval_id: record.id.clone(),
+            approval_id: record.id.to_string(),
             headline,
             state,
             amount,

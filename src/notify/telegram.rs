@@ -158,10 +158,7 @@ impl Notifier for Telegram {
             .reply_markup(keyboard(card))
             .await
             .map_err(classify)?;
-        Ok(MessageRef(format!(
-            "{}:{}",
-            message.chat.id.0, message.id.0
-        )))
+        Ok(MessageRef::new(message.chat.id.0, message.id.0))
     }
 
     async fn edit(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
@@ -224,13 +221,12 @@ fn parse_ref(message: &MessageRef) -> Result<(ChatId, MessageId), NotifyError> {
     let bad = || {
         NotifyError::Gone(format!(
             "unreadable Telegram message reference {:?}",
-            message.0
+            message.to_string()
         ))
     };
-    let (chat, id) = message.0.split_once(':').ok_or_else(bad)?;
     Ok((
-        ChatId(chat.parse().map_err(|_| bad())?),
-        MessageId(id.parse().map_err(|_| bad())?),
+        ChatId(message.chat.parse().map_err(|_| bad())?),
+        MessageId(message.message.parse().map_err(|_| bad())?),
     ))
 }
 

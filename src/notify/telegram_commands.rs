@@ -17,8 +17,8 @@ use teloxide::{ApiError, RequestError};
 use tokio_util::sync::CancellationToken;
 
 use crate::approval::{Kind, Usd, parse_time};
+use crate::failures::Streak;
 use crate::notify::render::{identifier, relative};
-use crate::opentrain::backoff;
 use crate::store::{ApprovalView, Store};
 use crate::text::html_escape as esc;
 use crate::worker::{Pacer, sleep_or_cancel};
@@ -112,7 +112,7 @@ impl OwnerCommands {
         }
         let mut offset: i32 = 0;
         let mut ignored: HashSet<i64> = HashSet::new();
-        let mut failures: u32 = 0;
+        let mut failures = Streak::default();
         while !cancel.is_cancelled() {
             let request = self
                 .bot
@@ -126,7 +126,7 @@ impl OwnerCommands {
             };
             match result {
                 Ok(updates) => {
-                    failures = 0;
+                    failures.recovered();
                     for update in updates {
                         offset = offset.max(update.id.0 as i32 + 1);
                         if let UpdateKind::Message(message) = update.kind {
@@ -145,12 +145,11 @@ impl OwnerCommands {
                     sleep_or_cancel(s.duration(), &cancel).await;
                 }
                 Err(e) => {
-                    failures += 1;
-                    if failures == 1 || failures.is_multiple_of(20) {
+                    if failures.failed() {
                         let e = crate::notify::telegram::classify(e);
-                        tracing::warn!(error = %e, failures, "telegram: reading owner commands failed; backing off");
+                        tracing::warn!(error = %e, failures = failures.count(), "telegram: reading owner commands failed; backing off");
                     }
-                    let wait = backoff(failures, Duration::from_secs(1), Duration::from_secs(60));
+                    let wait = failures.backoff(Duration::from_secs(1), Duration::from_secs(60));
                     sleep_or_cancel(wait, &cancel).await;
                 }
             }

@@ -8,11 +8,14 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{Store, StoreError};
-use crate::approval::{AgentContext, MoneyContext, Status, WireApproval};
+use super::{Queue, Store, StoreError, Unreadable, column, decode, stored_id};
+use crate::approval::{AgentContext, ApprovalId, MoneyContext, Status, WireApproval};
 
 impl Store {
-    /// Claims the next message to post or edit on `channel`, with everything needed to render it.
+    /// Claims the next message to post or edit on `channel`, with everything needed to render
+    /// it. The writer only takes the row; the approval is read and decoded on a reader thread.
+    /// One whose stored record cannot be decoded has this delivery set aside as `failed`, with
+    /// the reason (tried again once at the next start), and the others go on.
     pub async fn claim_delivery(
         &self,
         channel: &'static str,
@@ -20,9 +23,9 @@ impl Store {
         lease: Duration,
     ) -> Result<Option<DeliveryJob>, StoreError> {
         let lease_until = now + lease.as_millis() as i64;
-        self.write(move |c| {
-            let claimed = c
-                .query_row(
+        let claimed = self
+            .write(move |c| {
+                Ok(c.query_row(
                     "UPDATE deliveries SET lease_until = ?3, attempts = attempts + 1
                      WHERE rowid = (SELECT rowid FROM deliveries
                                     WHERE channel = ?1 AND due = 1 AND state = 'active'
@@ -33,40 +36,68 @@ impl Store {
                     |r| {
                         Ok((
                             r.get::<_, String>(0)?,
-                            r.get::<_, Option<String>>(1)?,
+                            r.get::<_, Option<String>>(1)?
+                                .map(|m| MessageRef::from_stored(&m)),
                             r.get::<_, i64>(2)?,
                             r.get::<_, i64>(3)?,
                             r.get::<_, i64>(4)?,
                         ))
                     },
                 )
-                .optional()?;
-            let Some((approval_id, message_ref, attempts, shown_version, reminded_seq)) = claimed
-            else {
-                return Ok(None);
-            };
-            let record = load_record(c, &approval_id)?;
-            Ok(Some(DeliveryJob {
+                .optional()?)
+            })
+            .await?;
+        let Some((approval_id, message_ref, attempts, shown_version, reminded_seq)) = claimed
+        else {
+            return Ok(None);
+        };
+        let raw_id = approval_id.clone();
+        let record = self
+            .read(move |c| {
+                let id = match stored_id(&approval_id) {
+                    Ok(id) => id,
+                    Err(reason) => return Ok(Err(reason)),
+                };
+                load_record(c, &id)
+            })
+            .await?;
+        match record {
+            Ok(record) => Ok(Some(DeliveryJob {
                 channel,
                 message_ref,
                 attempts: attempts as u32,
                 shown_version,
                 reminded_seq,
                 record,
-            }))
-        })
-        .await
+            })),
+            Err(reason) => {
+                let row = Unreadable::new(raw_id, reason);
+                self.note_unreadable(Queue::Delivery, std::slice::from_ref(&row));
+                self.write(move |c| {
+                    c.execute(
+                        "UPDATE deliveries SET state = 'failed', last_error = ?3, lease_until = 0,
+                            updated_at = ?4
+                         WHERE approval_id = ?1 AND channel = ?2",
+                        params![row.id, channel, row.reason, now],
+                    )?;
+                    refresh_due(c, &row.id, Some(channel))?;
+                    Ok(())
+                })
+                .await?;
+                Ok(None)
+            }
+        }
     }
 
     /// Records the end of a delivery attempt.
     pub async fn finish_delivery(
         &self,
-        approval_id: &str,
+        approval_id: &ApprovalId,
         channel: &'static str,
         outcome: DeliveryOutcome,
         now: i64,
     ) -> Result<(), StoreError> {
-        let approval_id = approval_id.to_string();
+        let approval_id = approval_id.clone();
         self.write(move |c| {
             match outcome {
                 DeliveryOutcome::Posted {
@@ -75,6 +106,7 @@ impl Store {
                     reminder_seq,
                 } => {
                     // A fresh message already shows the time left: it counts as reminded.
+                    let message_ref = message_ref.to_string();
                     c.execute(
                         "UPDATE deliveries SET message_ref = ?3, shown_version = ?4,
                             reminded_seq = ?5, posted_at = COALESCE(posted_at, ?6),
@@ -132,7 +164,7 @@ impl Store {
                     )?;
                 }
             }
-            refresh_due(c, &approval_id, Some(channel))?;
+            refresh_due(c, approval_id.as_str(), Some(channel))?;
             Ok(())
         })
         .await
@@ -199,7 +231,7 @@ pub(super) fn refresh_due(
 /// Everything a notifier needs to render an approval.
 #[derive(Debug, Clone)]
 pub struct ApprovalRecord {
-    pub id: String,
+    pub id: ApprovalId,
     pub kind: String,
     pub status: Status,
     pub version: i64,
@@ -211,9 +243,46 @@ pub struct ApprovalRecord {
     pub superseded_by: Option<String>,
 }
 
+/// Where a posted message lives: the chat (a Telegram chat id, a Discord channel id, `console`)
+/// and the message in it, each in its platform's notation, which only that notifier reads. The
+/// store keeps it as `chat:message`, the text every store file has held.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageRef {
+    pub chat: String,
+    pub message: String,
+}
+
+impl MessageRef {
+    pub fn new(chat: impl ToString, message: impl ToString) -> MessageRef {
+        MessageRef {
+            chat: chat.to_string(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Reads the stored text. One without a chat (the console wrote those before it named its
+    /// chat) keeps its whole text as the message, and is stored back unchanged.
+    pub fn from_stored(text: &str) -> MessageRef {
+        match text.split_once(':') {
+            Some((chat, message)) => MessageRef::new(chat, message),
+            None => MessageRef::new("", text),
+        }
+    }
+}
+
+impl std::fmt::Display for MessageRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.chat.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}:{}", self.chat, self.message)
+        }
+    }
+}
+
 pub struct DeliveryJob {
     pub channel: &'static str,
-    pub message_ref: Option<String>,
+    pub message_ref: Option<MessageRef>,
     pub attempts: u32,
     /// What the message shows now, and the last reminder sent on this channel.
     pub shown_version: i64,
@@ -224,7 +293,7 @@ pub struct DeliveryJob {
 pub enum DeliveryOutcome {
     /// A new message shows `version`; it counts as reminded up to `reminder_seq`.
     Posted {
-        message_ref: String,
+        message_ref: MessageRef,
         version: i64,
         reminder_seq: i64,
     },
@@ -248,37 +317,55 @@ pub enum DeliveryOutcome {
     },
 }
 
-fn load_record(c: &Connection, id: &str) -> Result<ApprovalRecord, StoreError> {
-    let (kind, status, version, submitted, agent, upstream, context, superseded_by, reminder_seq) =
-        c.query_row(
-            "SELECT kind, status, version, submitted_json, agent_json, upstream_json,
-                    context_json, superseded_by, reminder_seq
-             FROM approvals WHERE id = ?1",
-            [id],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, i64>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, String>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<String>>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                    r.get::<_, i64>(8)?,
-                ))
-            },
-        )?;
+/// An approval as the notifiers render it. The outer Err is the store failing; the inner Err
+/// says why this row cannot be decoded.
+fn load_record(
+    c: &Connection,
+    id: &ApprovalId,
+) -> Result<Result<ApprovalRecord, String>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT kind, status, version, submitted_json, agent_json, upstream_json,
+                context_json, superseded_by, reminder_seq
+         FROM approvals WHERE id = ?1",
+    )?;
+    Ok(stmt.query_row([id], |r| Ok(decode_record(r, id)))?)
+}
+
+fn decode_record(r: &rusqlite::Row, id: &ApprovalId) -> Result<ApprovalRecord, String> {
+    let status: String = column(r, 1)?;
+    let submitted: String = column(r, 3)?;
+    let agent: String = column(r, 4)?;
+    let upstream: Option<String> = column(r, 5)?;
+    let context: Option<String> = column(r, 6)?;
     Ok(ApprovalRecord {
-        id: id.to_string(),
-        kind,
+        id: id.clone(),
+        kind: column(r, 0)?,
         status: Status::parse(&status),
-        version,
-        reminder_seq,
-        submitted: serde_json::from_str(&submitted)?,
-        agent: serde_json::from_str(&agent)?,
-        upstream: upstream.map(|u| serde_json::from_str(&u)).transpose()?,
-        context: context.map(|u| serde_json::from_str(&u)).transpose()?,
-        superseded_by,
+        version: column(r, 2)?,
+        reminder_seq: column(r, 8)?,
+        submitted: decode("submitted_json", &submitted)?,
+        agent: decode("agent_json", &agent)?,
+        upstream: upstream.map(|u| decode("upstream_json", &u)).transpose()?,
+        context: context.map(|u| decode("context_json", &u)).transpose()?,
+        superseded_by: column(r, 7)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::MessageRef;
+
+    #[test]
+    fn message_refs_read_back_as_they_were_stored() {
+        for text in [
+            "4242:17",
+            "-1001234:5",
+            "555000000000000001:999",
+            "console-apr_1-3",
+        ] {
+            assert_eq!(MessageRef::from_stored(text).to_string(), text);
+        }
+        let m = MessageRef::from_stored("-1001234:5");
+        assert_eq!((m.chat.as_str(), m.message.as_str()), ("-1001234", "5"));
+    }
 }

@@ -86,6 +86,42 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX approvals_verify_queue ON approvals(phase, run_after, received_at, lease_until);
     "#,
+    // 3: housekeeping.
+    // - approvals_verify_queue (2) starts with (phase, run_after): approvals_phase_run is a
+    //   prefix of it, costs every write, and serves no query the other does not.
+    // - Settled approvals are pruned after store.retention, oldest first: an index over the
+    //   settled ones only, so pruning never visits the open ones and costs the hot path nothing.
+    // - /metrics shows approvals by status; counting them on every scrape visited every row.
+    //   Triggers keep the counts instead, in the same transaction as each change.
+    // - recheck counts the doorbells no finished read has answered yet (it was a flag that the
+    //   claim cleared, so a read cut short by a crash lost its doorbell); its index follows.
+    r#"
+    DROP INDEX approvals_phase_run;
+
+    DROP INDEX approvals_recheck;
+    CREATE INDEX approvals_rechecks ON approvals(recheck) WHERE recheck > 0;
+
+    CREATE INDEX approvals_settled ON approvals(updated_at) WHERE phase = 'done';
+
+    CREATE TABLE status_counts (
+        status TEXT PRIMARY KEY,
+        n      INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    INSERT INTO status_counts (status, n) SELECT status, COUNT(*) FROM approvals GROUP BY status;
+    CREATE TRIGGER approvals_counted_in AFTER INSERT ON approvals BEGIN
+        INSERT INTO status_counts (status, n) VALUES (NEW.status, 1)
+            ON CONFLICT(status) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER approvals_counted_out AFTER DELETE ON approvals BEGIN
+        UPDATE status_counts SET n = n - 1 WHERE status = OLD.status;
+    END;
+    CREATE TRIGGER approvals_counted_moved AFTER UPDATE OF status ON approvals
+        WHEN OLD.status IS NOT NEW.status BEGIN
+        UPDATE status_counts SET n = n - 1 WHERE status = OLD.status;
+        INSERT INTO status_counts (status, n) VALUES (NEW.status, 1)
+            ON CONFLICT(status) DO UPDATE SET n = n + 1;
+    END;
+    "#,
 ];
 
 use rusqlite::Connection;

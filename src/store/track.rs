@@ -1,17 +1,18 @@
 //! Tracking: doorbells, the `/updates` cursor, re-reads and reminders.
 //!
-//! Invariants: a doorbell is never lost (the cursor moves in the same transaction as the rings
-//! of its page, and claiming a read clears the doorbell so one that rings during the read rings
-//! again); a status change bumps the approval's version, which makes every delivery due for an
-//! edit; a reminder threshold fires once, however often the daemon restarts.
+//! Invariants: a doorbell is never lost — the cursor moves in the same transaction as the rings
+//! of its page, and `recheck` counts the rings until a recorded read answers them, so a ring
+//! during the read, or a read that dies with its process, leaves the doorbell ringing; a status
+//! change bumps the approval's version, which makes every delivery due for an edit; a reminder
+//! threshold fires once, however often the daemon restarts.
 
 use std::time::Duration;
 
 use rusqlite::{OptionalExtension, params};
 
 use super::delivery::refresh_due;
-use super::{Store, StoreError};
-use crate::approval::{Status, WireApproval};
+use super::{Queue, Store, StoreError, Unreadable, column, stored_id};
+use crate::approval::{ApprovalId, Status, WireApproval};
 
 impl Store {
     /// The persisted `/updates` cursor.
@@ -32,7 +33,7 @@ impl Store {
     /// Returns how many tracked approvals were rung.
     pub async fn ring_and_save_cursor(
         &self,
-        ids: Vec<String>,
+        ids: Vec<ApprovalId>,
         cursor: Option<String>,
         now: i64,
     ) -> Result<usize, StoreError> {
@@ -40,7 +41,7 @@ impl Store {
             .write(move |c| {
                 let mut rung = 0;
                 let mut stmt = c.prepare_cached(
-                    "UPDATE approvals SET recheck = 1, updated_at = ?2
+                    "UPDATE approvals SET recheck = recheck + 1, updated_at = ?2
                      WHERE id = ?1 AND phase IN ('track', 'verify')",
                 )?;
                 for id in &ids {
@@ -63,7 +64,8 @@ impl Store {
     }
 
     /// Claims tracked approvals that need a fresh read: a doorbell rang, or `expiresAt` passed.
-    /// Claiming clears the doorbell, so one that rings during the read is not lost.
+    /// The doorbells stay until the read is recorded ([`ReadJob::rang`]), so neither one that
+    /// rings during the read nor one whose read dies with its process is lost.
     pub async fn claim_reads(
         &self,
         now: i64,
@@ -71,42 +73,47 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<ReadJob>, StoreError> {
         let lease_until = now + lease.as_millis() as i64;
-        self.write(move |c| {
-            let mut stmt = c.prepare_cached(
-                "UPDATE approvals SET lease_until = ?2, recheck = 0, attempts = attempts + 1
-                 WHERE id IN (SELECT id FROM approvals
-                              WHERE recheck = 1 AND +phase = 'track'
-                                AND +run_after <= ?1 AND +lease_until <= ?1
-                              UNION
-                              SELECT id FROM approvals
-                              WHERE phase = 'track' AND next_read_at <= ?1
-                                AND +run_after <= ?1 AND +lease_until <= ?1
-                              LIMIT ?3)
-                 RETURNING id, status, superseded_by, attempts",
-            )?;
-            let rows = stmt.query_map(params![now, lease_until, limit as i64], |r| {
-                Ok(ReadJob {
-                    id: r.get(0)?,
-                    status: Status::parse(&r.get::<_, String>(1)?),
-                    superseded_by: r.get(2)?,
-                    attempts: r.get::<_, i64>(3)? as u32,
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
+        let claimed: Vec<Result<ReadJob, Unreadable>> = self
+            .write(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "UPDATE approvals SET lease_until = ?2, attempts = attempts + 1
+                     WHERE id IN (SELECT id FROM approvals
+                                  WHERE recheck > 0 AND +phase = 'track'
+                                    AND +run_after <= ?1 AND +lease_until <= ?1
+                                  UNION
+                                  SELECT id FROM approvals
+                                  WHERE phase = 'track' AND next_read_at <= ?1
+                                    AND +run_after <= ?1 AND +lease_until <= ?1
+                                  LIMIT ?3)
+                     RETURNING id, status, superseded_by, attempts, recheck",
+                )?;
+                let rows = stmt.query_map(params![now, lease_until, limit as i64], |r| {
+                    let id: String = r.get(0)?;
+                    Ok(decode_read(r, &id).map_err(|reason| Unreadable::new(id, reason)))
+                })?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await?;
+        self.keep_readable(Queue::Track, claimed, now).await
     }
 
     /// Records a re-read. A status change bumps the version, which makes every delivery of the
     /// approval due for an edit.
     pub async fn finish_read(
         &self,
-        id: &str,
+        job: &ReadJob,
         outcome: ReadOutcome,
         now: i64,
     ) -> Result<(), StoreError> {
-        let watched = id.to_string();
-        let id = id.to_string();
+        let (id, rang) = (job.id.clone(), job.rang);
+        // Encoded here, not on the writer thread, which every write waits for.
+        let upstream_json = match &outcome {
+            ReadOutcome::Status {
+                upstream: Some(u), ..
+            } => Some(serde_json::to_string(u)?),
+            _ => None,
+        };
+        let watched = id.clone();
         let changed = self
             .write(move |c| match outcome {
                 ReadOutcome::Status {
@@ -122,6 +129,7 @@ impl Store {
                     let changed = old != status.as_str();
                     c.execute(
                         "UPDATE approvals SET status = ?2, phase = ?3,
+                                recheck = MAX(recheck - ?9, 0),
                                 upstream_json = COALESCE(?4, upstream_json),
                                 resolved_at = COALESCE(?5, resolved_at), next_read_at = ?6,
                                 next_reminder_at = CASE WHEN ?3 = 'done' THEN NULL
@@ -134,7 +142,7 @@ impl Store {
                             id,
                             status.as_str(),
                             if terminal { "done" } else { "track" },
-                            upstream.as_ref().map(serde_json::to_string).transpose()?,
+                            upstream_json,
                             upstream
                                 .as_ref()
                                 .and_then(|u| u.resolved_at())
@@ -142,6 +150,7 @@ impl Store {
                             if terminal { None } else { next_read_at },
                             changed as i64,
                             now,
+                            rang,
                         ],
                     )?;
                     if changed {
@@ -150,14 +159,14 @@ impl Store {
                              WHERE approval_id = ?1 AND state = 'active'",
                             params![id, now],
                         )?;
-                        refresh_due(c, &id, None)?;
+                        refresh_due(c, id.as_str(), None)?;
                     }
                     Ok(changed)
                 }
                 ReadOutcome::Retry { at, error } => {
                     c.execute(
                         "UPDATE approvals SET run_after = ?2, reason = ?3, lease_until = 0,
-                                recheck = 1, updated_at = ?4
+                                recheck = MAX(recheck, 1), updated_at = ?4
                              WHERE id = ?1",
                         params![id, at, error, now],
                     )?;
@@ -166,26 +175,26 @@ impl Store {
             })
             .await?;
         if changed {
-            self.inner.signals.status_changed(&watched);
+            self.inner.signals.status_changed(watched.as_str());
             self.inner.signals.wake_deliveries();
         }
         Ok(())
     }
 
     /// The earliest time a tracked approval needs a read, if any does.
-    pub async fn next_read_at(&self) -> Result<Option<i64>, StoreError> {
-        self.read(|c| {
+    pub async fn next_read_at(&self, now: i64) -> Result<Option<i64>, StoreError> {
+        self.read(move |c| {
             Ok(c.query_row(
                 "SELECT MIN(t) FROM (
                    SELECT MAX(run_after, lease_until) AS t FROM approvals
-                   WHERE recheck = 1 AND +phase = 'track'
+                   WHERE recheck > 0 AND +phase = 'track'
                    UNION ALL
                    SELECT MAX(next_read_at, run_after, lease_until) FROM approvals
                    WHERE phase = 'track' AND next_read_at <= ?1
                    UNION ALL
                    SELECT MIN(next_read_at) FROM approvals
                    WHERE phase = 'track' AND next_read_at > ?1)",
-                [crate::worker::now_ms()],
+                [now],
                 |r| r.get(0),
             )?)
         })
@@ -256,7 +265,7 @@ impl Store {
     pub async fn webhook_doorbell(
         &self,
         delivery: Option<String>,
-        approval: Option<String>,
+        approval: Option<ApprovalId>,
         now: i64,
     ) -> Result<(bool, bool), StoreError> {
         let (duplicate, rung) = self
@@ -278,7 +287,7 @@ impl Store {
                 let rung = match &approval {
                     Some(id) => {
                         c.execute(
-                            "UPDATE approvals SET recheck = 1, updated_at = ?2
+                            "UPDATE approvals SET recheck = recheck + 1, updated_at = ?2
                          WHERE id = ?1 AND phase IN ('track', 'verify')",
                             params![id, now],
                         )? > 0
@@ -296,10 +305,14 @@ impl Store {
 }
 
 pub struct ReadJob {
-    pub id: String,
+    pub id: ApprovalId,
     pub status: Status,
     pub superseded_by: Option<String>,
     pub attempts: u32,
+    /// The doorbells this read answers. A read that is recorded clears only these: one that
+    /// rang during the read stays, and one whose read never finished (a crash, a lease that
+    /// ran out) is still there for the next claim.
+    pub rang: i64,
 }
 
 #[allow(clippy::large_enum_variant)]
@@ -315,4 +328,16 @@ pub enum ReadOutcome {
         at: i64,
         error: String,
     },
+}
+
+/// One claimed row of [`Store::claim_reads`]; Err says why it cannot be read.
+fn decode_read(r: &rusqlite::Row, id: &str) -> Result<ReadJob, String> {
+    let status: String = column(r, 1)?;
+    Ok(ReadJob {
+        id: stored_id(id)?,
+        status: Status::parse(&status),
+        superseded_by: column(r, 2)?,
+        attempts: column::<i64>(r, 3)? as u32,
+        rang: column(r, 4)?,
+    })
 }

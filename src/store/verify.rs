@@ -7,13 +7,15 @@
 
 use std::time::Duration;
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, Row, params};
 
-use super::{Store, StoreError};
-use crate::approval::{AgentContext, Kind, MoneyContext, Status, WireApproval};
+use super::{Queue, Store, StoreError, Unreadable, column, decode, stored_id};
+use crate::approval::{AgentContext, ApprovalId, Kind, MoneyContext, Status, WireApproval};
 
 impl Store {
-    /// Claims up to `limit` approvals waiting to be read back from OpenTrain.
+    /// Claims up to `limit` approvals waiting to be read back from OpenTrain. The writer only
+    /// takes the ids; the rows are read and decoded on a reader thread, and a row that cannot be
+    /// decoded is set aside as `failed`, with its reason, while the others go on.
     pub async fn claim_verifications(
         &self,
         now: i64,
@@ -21,50 +23,55 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<VerifyJob>, StoreError> {
         let lease_until = now + lease.as_millis() as i64;
-        self.write(move |c| {
-            let mut stmt = c.prepare_cached(
-                "UPDATE approvals SET lease_until = ?2, attempts = attempts + 1
-                 WHERE id IN (SELECT id FROM approvals
-                              WHERE phase = 'verify' AND run_after <= ?1 AND lease_until <= ?1
-                              ORDER BY run_after, received_at LIMIT ?3)
-                 RETURNING id, kind, submitted_json, agent_json, upstream_json, attempts",
-            )?;
-            let rows = stmt.query_map(params![now, lease_until, limit as i64], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, i64>(5)?,
-                ))
-            })?;
-            let mut jobs = Vec::new();
-            for row in rows {
-                let (id, kind, submitted, agent, upstream, attempts) = row?;
-                jobs.push(VerifyJob {
-                    id,
-                    kind: Kind::parse(&kind),
-                    submitted: serde_json::from_str(&submitted)?,
-                    agent: serde_json::from_str(&agent)?,
-                    upstream: upstream.map(|u| serde_json::from_str(&u)).transpose()?,
-                    attempts: attempts as u32,
-                });
-            }
-            Ok(jobs)
-        })
-        .await
+        let claimed: Vec<(String, i64)> = self
+            .write(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "UPDATE approvals SET lease_until = ?2, attempts = attempts + 1
+                     WHERE id IN (SELECT id FROM approvals
+                                  WHERE phase = 'verify' AND run_after <= ?1 AND lease_until <= ?1
+                                  ORDER BY run_after, received_at LIMIT ?3)
+                     RETURNING id, attempts",
+                )?;
+                let rows = stmt.query_map(params![now, lease_until, limit as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+                Ok(rows.collect::<Result<_, _>>()?)
+            })
+            .await?;
+        if claimed.is_empty() {
+            return Ok(Vec::new());
+        }
+        let decoded = self
+            .read(move |c| {
+                let mut stmt = c.prepare_cached(
+                    "SELECT kind, submitted_json, agent_json, upstream_json
+                     FROM approvals WHERE id = ?1",
+                )?;
+                let mut out = Vec::with_capacity(claimed.len());
+                for (id, attempts) in claimed {
+                    let job = stmt
+                        .query_row([&id], |r| Ok(decode_job(r, &id, attempts)))
+                        .optional()?;
+                    // A claimed row that is gone was pruned meanwhile: nothing to verify.
+                    if let Some(job) = job {
+                        out.push(job.map_err(|reason| Unreadable::new(id, reason)));
+                    }
+                }
+                Ok(out)
+            })
+            .await?;
+        self.keep_readable(Queue::Verify, decoded, now).await
     }
 
     /// Keeps OpenTrain's answer for a verification in progress, so a retry of the context fetch
     /// does not read the approval again.
     pub async fn record_upstream(
         &self,
-        id: &str,
+        id: &ApprovalId,
         upstream: &WireApproval,
         now: i64,
     ) -> Result<(), StoreError> {
-        let id = id.to_string();
+        let id = id.clone();
         let json = serde_json::to_string(upstream)?;
         self.write(move |c| {
             c.execute(
@@ -80,27 +87,39 @@ impl Store {
     /// verified approval.
     pub async fn finish_verification(
         &self,
-        id: &str,
+        id: &ApprovalId,
         outcome: VerifyOutcome,
         channels: &[&'static str],
         now: i64,
     ) -> Result<VerifyRecorded, StoreError> {
         let status_changes = !matches!(outcome, VerifyOutcome::Retry { .. });
-        let id = id.to_string();
+        let id = id.clone();
         let watched = id.clone();
         let channels: Vec<&'static str> = channels.to_vec();
+        // Encoded here, not on the writer thread, which every write waits for.
+        let encoded = match &outcome {
+            VerifyOutcome::Verified {
+                upstream, context, ..
+            } => Some((
+                serde_json::to_string(upstream)?,
+                serde_json::to_string(context)?,
+            )),
+            _ => None,
+        };
         let recorded = self
             .write(move |c| {
                 let mut recorded = VerifyRecorded::default();
                 match outcome {
                     VerifyOutcome::Verified {
                         upstream,
-                        context,
+                        context: _,
                         status,
                         next_read_at,
                         reminder_seq,
                         next_reminder_at,
                     } => {
+                        let (upstream_json, context_json) =
+                            encoded.expect("encoded above for a verified outcome");
                         let terminal = status.is_terminal(upstream.resolved_at.is_some());
                         let created_at = upstream.created_at().map(|t| t.timestamp_millis());
                         c.execute(
@@ -114,8 +133,8 @@ impl Store {
                                 id,
                                 status.as_str(),
                                 if terminal { "done" } else { "track" },
-                                serde_json::to_string(&upstream)?,
-                                serde_json::to_string(&context)?,
+                                upstream_json,
+                                context_json,
                                 upstream.kind,
                                 upstream.proposal_id,
                                 upstream.expires_at().map(|t| t.timestamp_millis()),
@@ -156,12 +175,12 @@ impl Store {
                                 let (old, new) = if other_created.unwrap_or(i64::MIN)
                                     <= created_at.unwrap_or(i64::MAX)
                                 {
-                                    (other, id.clone())
+                                    (other, id.to_string())
                                 } else {
-                                    (id.clone(), other)
+                                    (id.to_string(), other)
                                 };
                                 c.execute(
-                                    "UPDATE approvals SET superseded_by = ?2, recheck = 1,
+                                    "UPDATE approvals SET superseded_by = ?2, recheck = recheck + 1,
                                         updated_at = ?3
                                      WHERE id = ?1",
                                     params![old, new, now],
@@ -191,7 +210,7 @@ impl Store {
             })
             .await?;
         if status_changes {
-            self.inner.signals.status_changed(&watched);
+            self.inner.signals.status_changed(watched.as_str());
         }
         if recorded.deliveries_created {
             self.inner.signals.wake_deliveries();
@@ -217,7 +236,7 @@ impl Store {
 }
 
 pub struct VerifyJob {
-    pub id: String,
+    pub id: ApprovalId,
     pub kind: Option<Kind>,
     pub submitted: WireApproval,
     pub agent: AgentContext,
@@ -254,4 +273,20 @@ pub struct VerifyRecorded {
     /// (older, newer) hire requests for the same proposal: the older is marked for a re-read
     /// as superseded.
     pub superseded: Vec<(String, String)>,
+}
+
+/// One claimed row of [`Store::claim_verifications`], decoded; Err says why it cannot be.
+fn decode_job(r: &Row, id: &str, attempts: i64) -> Result<VerifyJob, String> {
+    let kind: String = column(r, 0)?;
+    let submitted: String = column(r, 1)?;
+    let agent: String = column(r, 2)?;
+    let upstream: Option<String> = column(r, 3)?;
+    Ok(VerifyJob {
+        id: stored_id(id)?,
+        kind: Kind::parse(&kind),
+        submitted: decode("submitted_json", &submitted)?,
+        agent: decode("agent_json", &agent)?,
+        upstream: upstream.map(|u| decode("upstream_json", &u)).transpose()?,
+        attempts: attempts as u32,
+    })
 }

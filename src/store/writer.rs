@@ -3,7 +3,9 @@
 //! Invariant: **durable before acknowledged.** Every write runs on the one writer thread, inside
 //! a transaction that is committed before the caller gets its answer. Writes that queue up
 //! together share that transaction (one fsync serves many), each in its own savepoint, so one
-//! failing write never undoes another.
+//! failing write never undoes another. A batch that cannot begin or commit answers every one of
+//! its writes with the real reason; after repeated failures the writer reopens its connection,
+//! so one stuck transaction cannot fail every later batch.
 
 use std::panic::AssertUnwindSafe;
 
@@ -11,9 +13,17 @@ use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Store, StoreError};
+use crate::failures::Streak;
 
+/// Answers a write once its batch's fate is known.
 pub(super) type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-pub(super) type Job = Box<dyn FnOnce(&Connection) -> (bool, Reply) + Send>;
+/// A queued write. Given the connection, it runs (inside its savepoint) and says whether it
+/// succeeded; given the reason its batch could not begin, it does not run and answers with it.
+pub(super) type Job = Box<dyn FnOnce(Result<&Connection, &str>) -> (bool, Reply) + Send>;
+
+/// Failed batches in a row before the writer reopens its connection; it then waits twice as
+/// many failures before the next reopen, so a dead disk is not reopened on every batch.
+const REOPEN_AFTER: u32 = 3;
 
 impl Store {
     /// Runs `f` inside the next group commit and answers once it is durable.
@@ -24,22 +34,31 @@ impl Store {
     {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
-            let r = match std::panic::catch_unwind(AssertUnwindSafe(|| f(conn))) {
-                Ok(r) => r,
-                Err(p) => Err(StoreError::Panicked(panic_text(&p))),
+            let r = match conn {
+                Ok(conn) => match std::panic::catch_unwind(AssertUnwindSafe(|| f(conn))) {
+                    Ok(r) => r,
+                    Err(p) => Err(StoreError::Panicked(panic_text(&p))),
+                },
+                Err(why) => Err(StoreError::Begin(why.to_string())),
             };
             let ok = r.is_ok();
             let reply: Reply = Box::new(move |commit: Result<(), StoreError>| {
-                let _ = tx.send(commit.and(r));
+                // A write that never ran reports why, not the commit that did not happen.
+                let _ = tx.send(r.and_then(|v| commit.map(|()| v)));
             });
             (ok, reply)
         });
-        self.inner
-            .writer
-            .send(job)
-            .await
-            .map_err(|_| StoreError::Closed)?;
-        rx.await.map_err(|_| StoreError::Closed)?
+        let sent = self.inner.writer.send(job).await;
+        let answer = match sent {
+            Ok(()) => rx.await.unwrap_or(Err(StoreError::Closed)),
+            Err(_) => Err(StoreError::Closed),
+        };
+        if answer.is_err() {
+            self.inner
+                .write_errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        answer
     }
 
     /// Proves the store accepts a durable write (for `/healthz`).
@@ -64,9 +83,17 @@ fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
 }
 
 /// The writer thread: waits for a write, gathers whatever else is queued, runs them all in one
-/// transaction (each in a savepoint), commits once, then answers each.
-pub(super) fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, max_batch: usize) {
+/// transaction (each in a savepoint), commits once, then answers each. `reopen` opens a fresh
+/// connection when this one keeps failing.
+pub(super) fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<Job>,
+    max_batch: usize,
+    reopen: impl Fn() -> Result<Connection, StoreError>,
+) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
+    let mut failures = Streak::default();
+    let mut reopen_at = REOPEN_AFTER;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < max_batch {
@@ -75,40 +102,81 @@ pub(super) fn writer_loop(conn: Connection, mut rx: mpsc::Receiver<Job>, max_bat
                 Err(_) => break,
             }
         }
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
-            let msg = e.to_string();
-            for job in batch.drain(..) {
-                // The job never ran; answer it with the error without running it.
-                drop(job);
-                tracing::error!(error = %msg, "store: cannot begin a transaction");
+        match run_batch(&conn, &mut batch) {
+            Ok(()) => {
+                let failed = failures.recovered();
+                if failed > 0 {
+                    tracing::info!(failed, "store: transactions commit again");
+                }
+                reopen_at = REOPEN_AFTER;
             }
-            continue;
-        }
-        let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
-        for job in batch.drain(..) {
-            let savepoint = conn.execute_batch("SAVEPOINT op");
-            let (ok, reply) = job(&conn);
-            if savepoint.is_ok() {
-                let end = if ok {
-                    "RELEASE op"
-                } else {
-                    "ROLLBACK TO op; RELEASE op"
-                };
-                if let Err(e) = conn.execute_batch(end) {
-                    tracing::error!(error = %e, "store: savepoint failed");
+            Err(e) => {
+                if failures.failed() {
+                    tracing::error!(error = %e, failures = failures.count(),
+                        "store: a transaction failed; its writes were answered with this error");
+                }
+                if failures.count() >= reopen_at {
+                    reopen_at = reopen_at.saturating_mul(2);
+                    match reopen() {
+                        Ok(fresh) => {
+                            tracing::warn!(
+                                failures = failures.count(),
+                                "store: reopened the database connection after repeated failures"
+                            );
+                            conn = fresh;
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "store: cannot reopen the database")
+                        }
+                    }
                 }
             }
-            replies.push(reply);
-        }
-        let commit = conn.execute_batch("COMMIT").map_err(|e| {
-            let _ = conn.execute_batch("ROLLBACK");
-            e.to_string()
-        });
-        if let Err(e) = &commit {
-            tracing::error!(error = %e, "store: commit failed; the batch's writes are not durable");
-        }
-        for reply in replies {
-            reply(commit.clone().map_err(StoreError::Commit));
         }
     }
+}
+
+/// Runs one batch in one transaction and answers each of its writes. Err says why the batch
+/// as a whole failed (each write has already been told).
+fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Result<(), String> {
+    // A connection left inside a transaction (a failed commit whose rollback failed too) cannot
+    // begin another; try to end it first.
+    if !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        let why = e.to_string();
+        for job in batch.drain(..) {
+            // The job does not run; it answers with the reason.
+            let (_, reply) = job(Err(&why));
+            reply(Ok(()));
+        }
+        return Err(format!("cannot begin: {why}"));
+    }
+    let mut replies = Vec::with_capacity(batch.len());
+    for job in batch.drain(..) {
+        // Without its savepoint a failing write could not be undone alone: it does not run.
+        if let Err(e) = conn.execute_batch("SAVEPOINT op") {
+            let (_, reply) = job(Err(&format!("cannot open a savepoint: {e}")));
+            replies.push(reply);
+            continue;
+        }
+        let (ok, reply) = job(Ok(conn));
+        let end = if ok {
+            "RELEASE op"
+        } else {
+            "ROLLBACK TO op; RELEASE op"
+        };
+        if let Err(e) = conn.execute_batch(end) {
+            tracing::error!(error = %e, "store: savepoint failed");
+        }
+        replies.push(reply);
+    }
+    let commit = conn.execute_batch("COMMIT").map_err(|e| {
+        let _ = conn.execute_batch("ROLLBACK");
+        e.to_string()
+    });
+    for reply in replies {
+        reply(commit.clone().map_err(StoreError::Commit));
+    }
+    commit.map_err(|e| format!("commit failed; the batch's writes are not durable: {e}"))
 }

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use countersign::approval::WireApproval;
-use countersign::approval::{AgentContext, RequestedMilestone, Status};
+use countersign::approval::{AgentContext, ApprovalId, RequestedMilestone, Status};
 use countersign::config::SecretString;
 use countersign::config::TelegramSettings;
 use countersign::notify::telegram::Telegram;
@@ -193,7 +193,7 @@ fn record(id: &str, status: Status) -> ApprovalRecord {
     }))
     .unwrap();
     ApprovalRecord {
-        id: id.into(),
+        id: ApprovalId::parse(id).unwrap(),
         kind: "milestone_fund".into(),
         status,
         version: 1,

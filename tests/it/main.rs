@@ -15,5 +15,6 @@ mod properties;
 mod proxy;
 mod reliability;
 mod security;
+mod store;
 mod tracking;
 mod wait;

@@ -4,7 +4,9 @@
 //! listeners: arbitrary requests at the hook and its webhook route, and arbitrary exchanges
 //! through the proxy.
 
-use countersign::approval::{AgentContext, MoneyContext, RequestedMilestone, Status, WireApproval};
+use countersign::approval::{
+    AgentContext, ApprovalId, MoneyContext, RequestedMilestone, Status, WireApproval,
+};
 use countersign::intake::signature;
 use countersign::intake::submission::{parse_event, parse_submission};
 use countersign::notify::Card;
@@ -177,7 +179,7 @@ proptest! {
             ..serde_json::from_value(json!({"id": id, "type": "milestone_fund"})).unwrap()
         };
         let record = ApprovalRecord {
-            id: id.clone(),
+            id: ApprovalId::parse(&id).unwrap(),
             kind: kind.clone(),
             status,
             version: 1,
@@ -253,11 +255,11 @@ fn fuzz_runner(cases: u32) -> TestRunner {
     })
 }
 
-fn open_store(dir: &tempfile::TempDir) -> Store {
-    Store::open(&StoreOptions::new(
+fn open_store(rt: &tokio::runtime::Runtime, dir: &tempfile::TempDir) -> Store {
+    rt.block_on(Store::open(&StoreOptions::new(
         dir.path().join("fuzz.db"),
         Synchronous::Normal,
-    ))
+    )))
     .unwrap()
 }
 
@@ -365,7 +367,7 @@ impl Garbage {
 fn the_hook_answers_garbage_with_a_4xx_and_stores_nothing() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(&dir);
+    let store = open_store(&rt, &dir);
     let router = hook_router(&store);
     let paths = vec![
         "/v1/approvals",
@@ -412,7 +414,7 @@ fn the_hook_answers_garbage_with_a_4xx_and_stores_nothing() {
 fn the_webhook_route_refuses_what_is_not_signed_and_stores_no_approval() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(&dir);
+    let store = open_store(&rt, &dir);
     let router = hook_router(&store);
     let signature = prop_oneof![
         Just(None),
@@ -502,7 +504,7 @@ async fn scripted_upstream(answer: Arc<Mutex<Option<Answer>>>) -> String {
 fn the_proxys_capture_path_passes_any_exchange_through_and_takes_in_only_valid_approvals() {
     let rt = runtime();
     let dir = tempfile::tempdir().unwrap();
-    let store = open_store(&dir);
+    let store = open_store(&rt, &dir);
     let answer = Arc::new(Mutex::new(None));
     let origin = rt.block_on(scripted_upstream(answer.clone()));
     let client = reqwest::Client::new();
@@ -586,7 +588,7 @@ fn the_proxys_capture_path_passes_any_exchange_through_and_takes_in_only_valid_a
                     .filter(|_| readable && garbage.method != Method::HEAD && holds_approval);
                 match accepted {
                     Some(submission) => prop_assert!(
-                        store.get(submission.id.as_str()).await.unwrap().is_some(),
+                        store.get(&submission.id).await.unwrap().is_some(),
                         "an acceptable approval was not taken in: {:?}",
                         String::from_utf8_lossy(&next.body)
                     ),

@@ -143,6 +143,7 @@ async fn no_client_of_the_app_prints_a_token_in_debug() {
             dir.path().join("x.db"),
             countersign::config::Synchronous::Normal,
         ))
+        .await
         .unwrap(),
         app_url: APP_URL.into(),
         pacer: countersign::worker::Pacer::new(Duration::ZERO),

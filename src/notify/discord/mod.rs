@@ -162,7 +162,7 @@ impl Notifier for Discord {
         let posted: Posted = self
             .fire(Call::Post(channel, to_body(&body)?), Op::Post)
             .await?;
-        Ok(MessageRef(format!("{}:{}", posted.channel_id, posted.id)))
+        Ok(MessageRef::new(posted.channel_id, posted.id))
     }
 
     async fn edit(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
@@ -218,12 +218,11 @@ fn parse_ref(message: &MessageRef) -> Result<(ChannelId, MessageId), NotifyError
     let bad = || {
         NotifyError::Gone(format!(
             "unreadable Discord message reference {:?}",
-            message.0
+            message.to_string()
         ))
     };
-    let (channel, id) = message.0.split_once(':').ok_or_else(bad)?;
-    let channel: u64 = channel.parse().map_err(|_| bad())?;
-    let id: u64 = id.parse().map_err(|_| bad())?;
+    let channel: u64 = message.chat.parse().map_err(|_| bad())?;
+    let id: u64 = message.message.parse().map_err(|_| bad())?;
     Ok((
         snowflake(channel).ok_or_else(bad)?,
         snowflake(id).ok_or_else(bad)?,

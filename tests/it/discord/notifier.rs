@@ -59,7 +59,7 @@ pub(super) fn card(state: CardState) -> Card {
 }
 
 fn message_ids(m: &countersign::notify::MessageRef) -> (u64, u64) {
-    let (c, id) = m.0.split_once(':').unwrap();
+    let (c, id) = (&m.chat, &m.message);
     (c.parse().unwrap(), id.parse().unwrap())
 }
 
