@@ -35,9 +35,10 @@ mod writer;
 pub use delivery::{ApprovalRecord, DeliveryJob, DeliveryOutcome, MessageRef};
 pub use intake::{Inserted, NewSubmission};
 pub use status_watch::{StatusChanges, StatusWatch};
-pub use track::{ReadJob, ReadOutcome};
+pub use track::{READ_SPACING, ReadJob, ReadOutcome};
 pub use verify::{VerifyJob, VerifyOutcome, VerifyRecorded};
 pub use views::{ApprovalView, DeliveryView, Listing, list_read_only};
+pub use writer::HEALTH_FRESH;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -143,6 +144,8 @@ struct Inner {
     unreadable: [AtomicU64; 3],
     /// Writes that failed since start (for `/metrics`: the log says only some of them).
     write_errors: AtomicU64,
+    /// The writer's last commit and failure, for a `/healthz` that costs no fsync.
+    health: Arc<writer::WriterHealth>,
 }
 
 fn open_connection(
@@ -235,11 +238,13 @@ impl Store {
             );
             move || open_connection(&path, sync, busy)
         };
+        let health = Arc::new(writer::WriterHealth::default());
+        let writer_health = health.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || {
                 tracing::dispatcher::with_default(&dispatch, || {
-                    writer::writer_loop(conn, rx, max_batch, reopen)
+                    writer::writer_loop(conn, rx, max_batch, reopen, &writer_health)
                 });
                 // The connection is closed (and the WAL checkpointed) before another daemon
                 // may open the store.
@@ -256,6 +261,7 @@ impl Store {
                 signals: Signals::default(),
                 unreadable: Default::default(),
                 write_errors: AtomicU64::new(0),
+                health,
             }),
         })
     }

@@ -4,7 +4,9 @@
 //! of its page, and `recheck` counts the rings until a recorded read answers them, so a ring
 //! during the read, or a read that dies with its process, leaves the doorbell ringing; a status
 //! change bumps the approval's version, which makes every delivery due for an edit; a reminder
-//! threshold fires once, however often the daemon restarts.
+//! threshold fires once, however often the daemon restarts. A doorbell is deferred, never
+//! dropped: after a read, the next one waits [`READ_SPACING`], so however often an agent (or a
+//! hostile one) rings, an approval costs at most one OpenTrain read per few seconds.
 
 use std::time::Duration;
 
@@ -13,6 +15,10 @@ use rusqlite::{OptionalExtension, params};
 use super::delivery::refresh_due;
 use super::{Queue, Store, StoreError, Unreadable, column, stored_id};
 use crate::approval::{ApprovalId, Status, WireApproval};
+
+/// The least time between two re-reads of one approval (SPEC guarantee 13). A ring that comes
+/// sooner keeps ringing (`recheck`) and is answered when it has passed.
+pub const READ_SPACING: Duration = Duration::from_secs(3);
 
 impl Store {
     /// The persisted `/updates` cursor.
@@ -135,7 +141,7 @@ impl Store {
                                 next_reminder_at = CASE WHEN ?3 = 'done' THEN NULL
                                                         ELSE next_reminder_at END,
                                 version = version + ?7,
-                                lease_until = 0, run_after = 0, attempts = 0, reason = NULL,
+                                lease_until = 0, run_after = ?10, attempts = 0, reason = NULL,
                                 updated_at = ?8
                              WHERE id = ?1",
                         params![
@@ -151,6 +157,7 @@ impl Store {
                             changed as i64,
                             now,
                             rang,
+                            now + READ_SPACING.as_millis() as i64,
                         ],
                     )?;
                     if changed {

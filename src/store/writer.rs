@@ -8,6 +8,8 @@
 //! so one stuck transaction cannot fail every later batch.
 
 use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
 
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
@@ -24,6 +26,29 @@ pub(super) type Job = Box<dyn FnOnce(Result<&Connection, &str>) -> (bool, Reply)
 /// Failed batches in a row before the writer reopens its connection; it then waits twice as
 /// many failures before the next reopen, so a dead disk is not reopened on every batch.
 const REOPEN_AFTER: u32 = 3;
+
+/// How long the writer's last commit counts as proof that the store takes durable writes. When
+/// there is no such proof, `/healthz` makes one probe write, and not more often than this, so
+/// however often it is called it cannot load the disk.
+pub const HEALTH_FRESH: Duration = Duration::from_secs(30);
+
+/// What the writer thread last saw, for [`Store::health`]: wall-clock milliseconds of its last
+/// committed batch and of its last failed one (0: none yet).
+#[derive(Default)]
+pub(super) struct WriterHealth {
+    last_ok: AtomicI64,
+    last_err: AtomicI64,
+    /// The last probe write `/healthz` made: when, and how it went.
+    probe: tokio::sync::Mutex<Option<(i64, Result<(), String>)>>,
+}
+
+impl WriterHealth {
+    fn record(&self, ok: bool) {
+        let now = chrono::Utc::now().timestamp_millis();
+        let slot = if ok { &self.last_ok } else { &self.last_err };
+        slot.store(now, Ordering::Relaxed);
+    }
+}
 
 impl Store {
     /// Runs `f` inside the next group commit and answers once it is durable.
@@ -61,7 +86,33 @@ impl Store {
         answer
     }
 
-    /// Proves the store accepts a durable write (for `/healthz`).
+    /// Whether the store takes durable writes (`/healthz`), as cheaply as can be known: a batch
+    /// the writer committed in the last [`HEALTH_FRESH`] (with no failure since) is proof
+    /// enough; otherwise one probe write, whose answer stands for [`HEALTH_FRESH`].
+    pub async fn health(&self, now: i64) -> Result<(), StoreError> {
+        let fresh = HEALTH_FRESH.as_millis() as i64;
+        let health = &self.inner.health;
+        let (ok, err) = (
+            health.last_ok.load(Ordering::Relaxed),
+            health.last_err.load(Ordering::Relaxed),
+        );
+        if ok > 0 && ok >= err && now - ok < fresh {
+            return Ok(());
+        }
+        // One probe at a time; callers meanwhile get its answer.
+        let mut probe = health.probe.lock().await;
+        if let Some((at, result)) = &*probe
+            && now - at < fresh
+            && now >= *at
+        {
+            return result.clone().map_err(StoreError::Commit);
+        }
+        let result = self.healthcheck(now).await;
+        *probe = Some((now, result.as_ref().map(|_| ()).map_err(|e| e.to_string())));
+        result
+    }
+
+    /// Proves the store accepts a durable write (the probe behind [`Store::health`]).
     pub async fn healthcheck(&self, now: i64) -> Result<(), StoreError> {
         self.write(move |c| {
             c.execute(
@@ -90,6 +141,7 @@ pub(super) fn writer_loop(
     mut rx: mpsc::Receiver<Job>,
     max_batch: usize,
     reopen: impl Fn() -> Result<Connection, StoreError>,
+    health: &WriterHealth,
 ) {
     let mut batch: Vec<Job> = Vec::with_capacity(max_batch);
     let mut failures = Streak::default();
@@ -102,7 +154,9 @@ pub(super) fn writer_loop(
                 Err(_) => break,
             }
         }
-        match run_batch(&conn, &mut batch) {
+        let outcome = run_batch(&conn, &mut batch);
+        health.record(outcome.is_ok());
+        match outcome {
             Ok(()) => {
                 let failed = failures.recovered();
                 if failed > 0 {

@@ -271,3 +271,36 @@ async fn healthz_answers_ok_without_auth() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.json::<Value>().await.unwrap()["status"], "ok");
 }
+
+/// `/healthz` needs no token, so it must not be a way to load the disk: however often it is
+/// called, it makes at most one probe write per freshness window (and none while the writer
+/// has just committed something anyway).
+#[tokio::test]
+async fn healthz_called_in_a_loop_writes_nothing_more_to_the_store() {
+    let app = spawn_app().await;
+    let probe = || {
+        let c = rusqlite::Connection::open_with_flags(
+            &app.store_path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap();
+        c.query_row("SELECT value FROM kv WHERE key = 'healthcheck'", [], |r| {
+            r.get::<_, String>(0)
+        })
+        .ok()
+    };
+    let healthz = || async {
+        app.client
+            .get(format!("{}/healthz", app.hook))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(healthz().await, 200);
+    let first = probe();
+    for _ in 0..100 {
+        assert_eq!(healthz().await, 200);
+    }
+    assert_eq!(probe(), first, "a /healthz call wrote to the store");
+}

@@ -455,6 +455,46 @@ async fn a_doorbell_outlives_a_read_that_never_finished_and_a_ring_during_the_re
 
 // ------------------------------------------------------------------ 4. the writer's errors
 
+/// `/healthz` asks [`Store::health`]: a store that cannot commit is reported, by one probe
+/// write whose answer stands for a while (so a caller in a loop cannot load the disk), and a
+/// store that commits again is reported healthy once that while is over.
+#[tokio::test]
+async fn health_probes_at_most_once_per_window_and_reports_a_store_that_cannot_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("countersign.db");
+    let mut options = StoreOptions::new(&path, Synchronous::Full);
+    options.busy_timeout = Duration::from_millis(50);
+    let store = Store::open(&options).await.unwrap();
+    let window = countersign::store::HEALTH_FRESH.as_millis() as i64;
+    let now = countersign::worker::now_ms();
+
+    let other = outside(&path);
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    store
+        .health(now)
+        .await
+        .expect_err("a locked store is not healthy");
+    other.execute_batch("COMMIT").unwrap();
+    // Within the window the probe's answer stands: no second probe.
+    store
+        .health(now + 1)
+        .await
+        .expect_err("the probe's answer stands");
+    assert!(
+        other
+            .query_row("SELECT value FROM kv WHERE key = 'healthcheck'", [], |r| {
+                r.get::<_, String>(0)
+            })
+            .is_err(),
+        "no probe write succeeded yet"
+    );
+    // After it, one new probe finds the store writable.
+    store
+        .health(now + window + 1)
+        .await
+        .expect("writable again");
+}
+
 #[tokio::test]
 async fn a_transaction_that_cannot_begin_reports_why_and_the_writer_reopens() {
     let logs = capture_logs();

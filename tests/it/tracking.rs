@@ -125,6 +125,51 @@ async fn an_agents_event_is_a_doorbell_that_rereads_at_once() {
     assert!(!msg.text.contains("Confirmed"));
 }
 
+/// SPEC guarantee 13: an agent that rings in a loop (buggy or hostile) cannot spend
+/// countersign's OpenTrain quota. Rings that come too soon after a read are deferred, not
+/// dropped: the one that matters is still answered within a few seconds.
+#[tokio::test]
+async fn a_doorbell_rung_in_a_loop_costs_one_read_per_few_seconds_and_none_is_lost() {
+    let app = spawn_app_with(Options {
+        poll_interval_secs: 3600,
+        ..Options::default()
+    })
+    .await;
+    let (id, message_id) = posted(&app).await;
+    let read = format!("/api/public/v1/approvals/{id}");
+    let verified_with = app.opentrain.count("GET", &read);
+    let event = json!({"id": "98", "type": "approval.confirmed", "apiVersion": "v1",
+        "createdAt": "2026-06-12T10:05:00.000Z", "resourceId": id, "jobId": null,
+        "data": {"approvalId": id}});
+    let ring = || async {
+        let (status, answer) = app
+            .post_json("/v1/events", Some(HOOK_TOKEN), json_body(event.clone()))
+            .await;
+        assert_eq!(status, 202, "{answer}");
+    };
+    // The first ring is answered at once; wait for that read so the loop below rings after it.
+    ring().await;
+    eventually("the first doorbell's read", || async {
+        (app.opentrain.count("GET", &read) > verified_with).then_some(())
+    })
+    .await;
+    for _ in 0..40 {
+        ring().await;
+    }
+    // The owner confirms after the loop; the deferred rings must still bring the news.
+    app.opentrain.resolve(&id, "confirmed", None);
+    let started = std::time::Instant::now();
+    edited_to(&app, message_id, "Confirmed").await;
+    let reads = app.opentrain.count("GET", &read) - verified_with;
+    // One read for the first ring, one for everything rung during the spacing (plus one more
+    // should the loop have straddled two spacings on a slow machine).
+    assert!(
+        reads <= 3,
+        "41 rings cost {reads} reads of the approval in {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn restart_resumes_tracking_without_reposting_or_replaying_the_cursor() {
     let app = spawn_app().await;
