@@ -438,15 +438,26 @@ async fn a_doorbell_outlives_a_read_that_never_finished_and_a_ring_during_the_re
         .finish_read(&reads[0], still_pending(), t1 + 1)
         .await
         .unwrap();
-    let again = store.claim_reads(t1 + 2, lease, 8).await.unwrap();
+    // It is answered once the spacing between two reads of one approval has passed.
+    let spacing = countersign::store::READ_SPACING.as_millis() as i64;
+    assert!(
+        store
+            .claim_reads(t1 + 2, lease, 8)
+            .await
+            .unwrap()
+            .is_empty(),
+        "read again sooner than READ_SPACING after a read"
+    );
+    let t2 = t1 + 1 + spacing;
+    let again = store.claim_reads(t2, lease, 8).await.unwrap();
     assert_eq!(again.len(), 1, "the ring during the read was lost");
     store
-        .finish_read(&again[0], still_pending(), t1 + 3)
+        .finish_read(&again[0], still_pending(), t2 + 1)
         .await
         .unwrap();
     assert!(
         store
-            .claim_reads(t1 + 4, lease, 8)
+            .claim_reads(t2 + 2 + spacing, lease, 8)
             .await
             .unwrap()
             .is_empty()
