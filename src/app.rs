@@ -21,6 +21,7 @@ use crate::notify::telegram::Telegram;
 use crate::notify::telegram_commands::OwnerCommands;
 use crate::opentrain::OpenTrain;
 use crate::proxy::Proxy;
+use crate::quiet::OwnerTime;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::tracker::Tracker;
 use crate::verify::Verifier;
@@ -133,6 +134,10 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let stop = shutdown.child_token();
         let app_url = settings.opentrain.app_url.clone();
+        let owner_time = OwnerTime {
+            owner: settings.owner.clone(),
+            reminders: settings.reminders.clone(),
+        };
 
         let mut channels: Vec<&'static str> = Vec::new();
         if let Some(tg) = &settings.telegram {
@@ -146,10 +151,20 @@ impl App {
                     store: store.clone(),
                     app_url: app_url.clone(),
                     pacer: pacer.clone(),
+                    zone: settings.owner.zone.clone(),
                 };
                 workers.spawn(commands.run(stop.clone()));
             }
-            spawn_delivery(&workers, &stop, telegram, pacer, &store, &app_url, &metrics);
+            spawn_delivery(
+                &workers,
+                &stop,
+                telegram,
+                pacer,
+                &store,
+                &app_url,
+                &owner_time,
+                &metrics,
+            );
         }
         if let Some(dc) = &settings.discord {
             let discord = match discord_client {
@@ -159,7 +174,16 @@ impl App {
             .map_err(StartError::Other)?;
             channels.push(discord.channel());
             let pacer = Pacer::new(discord.min_interval());
-            spawn_delivery(&workers, &stop, discord, pacer, &store, &app_url, &metrics);
+            spawn_delivery(
+                &workers,
+                &stop,
+                discord,
+                pacer,
+                &store,
+                &app_url,
+                &owner_time,
+                &metrics,
+            );
         }
         if settings.console {
             let console = Console::default();
@@ -171,6 +195,7 @@ impl App {
                 Pacer::new(Duration::ZERO),
                 &store,
                 &app_url,
+                &owner_time,
                 &metrics,
             );
         }
@@ -265,6 +290,7 @@ fn spawn_delivery<N: Notifier>(
     pacer: Pacer,
     store: &Store,
     app_url: &str,
+    owner_time: &OwnerTime,
     metrics: &Arc<Metrics>,
 ) {
     let delivery = Delivery {
@@ -273,6 +299,7 @@ fn spawn_delivery<N: Notifier>(
         app_url: app_url.to_string(),
         metrics: metrics.clone(),
         pacer,
+        owner_time: owner_time.clone(),
     };
     workers.spawn(delivery.run(stop.clone()));
 }
