@@ -119,6 +119,7 @@ impl<N: Notifier> Delivery<N> {
                 return (
                     DeliveryOutcome::Reminded {
                         seq: job.record.reminder_seq,
+                        rang: None,
                     },
                     Duration::ZERO,
                 );
@@ -134,6 +135,7 @@ impl<N: Notifier> Delivery<N> {
                         message_ref: m,
                         version: job.record.version,
                         reminder_seq: job.record.reminder_seq,
+                        rang: !card.silent,
                     }),
                 Action::Edit(m) => {
                     self.notifier
@@ -149,6 +151,7 @@ impl<N: Notifier> Delivery<N> {
                         .await
                         .map(|()| DeliveryOutcome::Reminded {
                             seq: job.record.reminder_seq,
+                            rang: Some(!card.silent),
                         })
                 }
             }

@@ -71,6 +71,31 @@ async fn discord_rang(app: &TestApp, n: usize) -> Vec<bool> {
         .collect()
 }
 
+/// Whether the last post or reminder rang, per channel, as the store records it.
+async fn recorded_rang(app: &TestApp, want: i64) {
+    eventually(
+        &format!("the store records last_rang = {want} on both channels"),
+        || async {
+            let c = rusqlite::Connection::open(&app.store_path).unwrap();
+            c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+            let rows: Vec<(String, Option<i64>)> = c
+                .prepare("SELECT channel, last_rang FROM deliveries ORDER BY channel")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            (rows
+                == [
+                    ("discord".to_string(), Some(want)),
+                    ("telegram".to_string(), Some(want)),
+                ])
+            .then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_post_inside_quiet_hours_is_silent_and_shows_the_owner_zone() {
     let app = app(&range_from_now(-2, 2), "[\"24h\", \"1h\"]").await;
@@ -90,10 +115,12 @@ async fn with_one_reminder_left_the_post_is_silent_and_the_reminder_rings_even_a
     let id = submit_expiring(&app, Duration::seconds(9)).await;
     assert_eq!(telegram_rang(&app, 1).await, [false]);
     assert_eq!(discord_rang(&app, 1).await, [false]);
+    recorded_rang(&app, 0).await;
     // What was sent is in the store; the new process decides the reminder the same way.
     let app = app.restart().await;
     assert_eq!(telegram_rang(&app, 2).await, [false, true]);
     assert_eq!(discord_rang(&app, 2).await, [false, true]);
+    recorded_rang(&app, 1).await;
     let reminder = &app.telegram.messages(CHAT)[1];
     assert!(reminder.text.contains(&id), "{}", reminder.text);
 }
