@@ -134,9 +134,14 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let stop = shutdown.child_token();
         let app_url = settings.opentrain.app_url.clone();
-        let owner_time = OwnerTime {
-            owner: settings.owner.clone(),
-            reminders: settings.reminders.clone(),
+        let for_delivery = DeliveryShared {
+            store: store.clone(),
+            app_url: app_url.clone(),
+            owner_time: OwnerTime {
+                owner: settings.owner.clone(),
+                reminders: settings.reminders.clone(),
+            },
+            metrics: metrics.clone(),
         };
 
         let mut channels: Vec<&'static str> = Vec::new();
@@ -155,16 +160,7 @@ impl App {
                 };
                 workers.spawn(commands.run(stop.clone()));
             }
-            spawn_delivery(
-                &workers,
-                &stop,
-                telegram,
-                pacer,
-                &store,
-                &app_url,
-                &owner_time,
-                &metrics,
-            );
+            spawn_delivery(&workers, &stop, telegram, pacer, &for_delivery);
         }
         if let Some(dc) = &settings.discord {
             let discord = match discord_client {
@@ -174,16 +170,7 @@ impl App {
             .map_err(StartError::Other)?;
             channels.push(discord.channel());
             let pacer = Pacer::new(discord.min_interval());
-            spawn_delivery(
-                &workers,
-                &stop,
-                discord,
-                pacer,
-                &store,
-                &app_url,
-                &owner_time,
-                &metrics,
-            );
+            spawn_delivery(&workers, &stop, discord, pacer, &for_delivery);
         }
         if settings.console {
             let console = Console::default();
@@ -193,10 +180,7 @@ impl App {
                 &stop,
                 console,
                 Pacer::new(Duration::ZERO),
-                &store,
-                &app_url,
-                &owner_time,
-                &metrics,
+                &for_delivery,
             );
         }
         // A channel enabled since the last start shows the approvals still open.
@@ -283,23 +267,28 @@ impl App {
     }
 }
 
+/// What every channel's delivery worker shares.
+struct DeliveryShared {
+    store: Store,
+    app_url: String,
+    owner_time: OwnerTime,
+    metrics: Arc<Metrics>,
+}
+
 fn spawn_delivery<N: Notifier>(
     workers: &TaskTracker,
     stop: &CancellationToken,
     notifier: N,
     pacer: Pacer,
-    store: &Store,
-    app_url: &str,
-    owner_time: &OwnerTime,
-    metrics: &Arc<Metrics>,
+    shared: &DeliveryShared,
 ) {
     let delivery = Delivery {
         notifier,
-        store: store.clone(),
-        app_url: app_url.to_string(),
-        metrics: metrics.clone(),
+        store: shared.store.clone(),
+        app_url: shared.app_url.clone(),
+        metrics: shared.metrics.clone(),
         pacer,
-        owner_time: owner_time.clone(),
+        owner_time: shared.owner_time.clone(),
     };
     workers.spawn(delivery.run(stop.clone()));
 }
