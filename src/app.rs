@@ -21,6 +21,7 @@ use crate::notify::telegram::Telegram;
 use crate::notify::telegram_commands::OwnerCommands;
 use crate::opentrain::OpenTrain;
 use crate::proxy::Proxy;
+use crate::quiet::OwnerTime;
 use crate::store::{Store, StoreError, StoreOptions};
 use crate::tracker::Tracker;
 use crate::verify::Verifier;
@@ -133,6 +134,15 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let stop = shutdown.child_token();
         let app_url = settings.opentrain.app_url.clone();
+        let for_delivery = DeliveryShared {
+            store: store.clone(),
+            app_url: app_url.clone(),
+            owner_time: OwnerTime {
+                owner: settings.owner.clone(),
+                reminders: settings.reminders.clone(),
+            },
+            metrics: metrics.clone(),
+        };
 
         let mut channels: Vec<&'static str> = Vec::new();
         if let Some(tg) = &settings.telegram {
@@ -146,10 +156,11 @@ impl App {
                     store: store.clone(),
                     app_url: app_url.clone(),
                     pacer: pacer.clone(),
+                    zone: settings.owner.zone.clone(),
                 };
                 workers.spawn(commands.run(stop.clone()));
             }
-            spawn_delivery(&workers, &stop, telegram, pacer, &store, &app_url, &metrics);
+            spawn_delivery(&workers, &stop, telegram, pacer, &for_delivery);
         }
         if let Some(dc) = &settings.discord {
             let discord = match discord_client {
@@ -159,7 +170,7 @@ impl App {
             .map_err(StartError::Other)?;
             channels.push(discord.channel());
             let pacer = Pacer::new(discord.min_interval());
-            spawn_delivery(&workers, &stop, discord, pacer, &store, &app_url, &metrics);
+            spawn_delivery(&workers, &stop, discord, pacer, &for_delivery);
         }
         if settings.console {
             let console = Console::default();
@@ -169,9 +180,7 @@ impl App {
                 &stop,
                 console,
                 Pacer::new(Duration::ZERO),
-                &store,
-                &app_url,
-                &metrics,
+                &for_delivery,
             );
         }
         // A channel enabled since the last start shows the approvals still open.
@@ -258,21 +267,28 @@ impl App {
     }
 }
 
+/// What every channel's delivery worker shares.
+struct DeliveryShared {
+    store: Store,
+    app_url: String,
+    owner_time: OwnerTime,
+    metrics: Arc<Metrics>,
+}
+
 fn spawn_delivery<N: Notifier>(
     workers: &TaskTracker,
     stop: &CancellationToken,
     notifier: N,
     pacer: Pacer,
-    store: &Store,
-    app_url: &str,
-    metrics: &Arc<Metrics>,
+    shared: &DeliveryShared,
 ) {
     let delivery = Delivery {
         notifier,
-        store: store.clone(),
-        app_url: app_url.to_string(),
-        metrics: metrics.clone(),
+        store: shared.store.clone(),
+        app_url: shared.app_url.clone(),
+        metrics: shared.metrics.clone(),
         pacer,
+        owner_time: shared.owner_time.clone(),
     };
     workers.spawn(delivery.run(stop.clone()));
 }

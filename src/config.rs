@@ -143,6 +143,8 @@ pub struct Settings {
     pub reminders: Vec<Duration>,
     pub proxy: ProxySettings,
     pub log: LogSettings,
+    /// The owner's time zone and quiet hours (§3.6).
+    pub owner: crate::quiet::Owner,
 }
 
 // ---- the raw, serde-facing shape: every key of config.example.toml, nothing else ----
@@ -159,6 +161,7 @@ struct RawSettings {
     reminders: RawReminders,
     proxy: RawProxy,
     log: RawLog,
+    owner: RawOwner,
 }
 
 #[derive(Deserialize)]
@@ -322,6 +325,22 @@ impl Default for RawProxy {
             allow_remote: false,
             read_timeout_secs: 30,
             max_connections: 256,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawOwner {
+    timezone: String,
+    quiet_hours: Option<String>,
+}
+
+impl Default for RawOwner {
+    fn default() -> Self {
+        RawOwner {
+            timezone: "UTC".into(),
+            quiet_hours: None,
         }
     }
 }
@@ -788,6 +807,18 @@ impl RawSettings {
             }
             reminders.push(d);
         }
+
+        let owner = crate::quiet::Owner {
+            zone: crate::quiet::Owner::zone_named(self.owner.timezone.trim())
+                .map_err(|e| ConfigError::new("owner.timezone", e))?,
+            quiet: match &self.owner.quiet_hours {
+                None => None,
+                Some(q) => Some(
+                    q.parse()
+                        .map_err(|e| ConfigError::new("owner.quiet_hours", e))?,
+                ),
+            },
+        };
         reminders.sort_unstable_by(|a, b| b.cmp(a));
         reminders.dedup();
 
@@ -865,6 +896,7 @@ impl RawSettings {
                 format,
                 level: self.log.level,
             },
+            owner,
         })
     }
 }

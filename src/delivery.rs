@@ -21,6 +21,7 @@ use crate::approval::Status;
 use crate::metrics::Metrics;
 use crate::notify::{Card, MessageRef, Notifier, NotifyError};
 use crate::opentrain::backoff;
+use crate::quiet::OwnerTime;
 use crate::store::{DeliveryJob, DeliveryOutcome, Store};
 use crate::worker::{self, Lease, Pacer, now_ms};
 
@@ -34,6 +35,8 @@ pub struct Delivery<N: Notifier> {
     pub metrics: Arc<Metrics>,
     /// The chat's pace, shared with anything else that writes to it.
     pub pacer: Pacer,
+    /// The owner's zone and quiet hours: which posts and reminders ring (§3.6).
+    pub owner_time: OwnerTime,
 }
 
 impl<N: Notifier> Delivery<N> {
@@ -100,7 +103,8 @@ impl<N: Notifier> Delivery<N> {
         let channel = self.notifier.channel();
         let id = &job.record.id;
         let status = job.record.status.as_str();
-        let card = Card::from_record(&job.record, &self.app_url, Utc::now());
+        let mut card = Card::from_record(&job.record, &self.app_url, Utc::now());
+        self.owner_time.apply(&mut card);
         let action = match &job.message_ref {
             None => Action::Post,
             Some(m) if job.shown_version < job.record.version => Action::Edit(m.clone()),
@@ -115,6 +119,7 @@ impl<N: Notifier> Delivery<N> {
                 return (
                     DeliveryOutcome::Reminded {
                         seq: job.record.reminder_seq,
+                        rang: None,
                     },
                     Duration::ZERO,
                 );
@@ -130,6 +135,7 @@ impl<N: Notifier> Delivery<N> {
                         message_ref: m,
                         version: job.record.version,
                         reminder_seq: job.record.reminder_seq,
+                        rang: !card.silent,
                     }),
                 Action::Edit(m) => {
                     self.notifier
@@ -145,6 +151,7 @@ impl<N: Notifier> Delivery<N> {
                         .await
                         .map(|()| DeliveryOutcome::Reminded {
                             seq: job.record.reminder_seq,
+                            rang: Some(!card.silent),
                         })
                 }
             }

@@ -44,6 +44,7 @@ pub mod opentrain;
 pub mod outcome;
 pub mod pair;
 pub mod proxy;
+pub mod quiet;
 pub mod reminders;
 pub mod retention;
 pub mod serve;

@@ -102,6 +102,8 @@ pub struct FakeMessage {
     /// Current inline keyboard; `None` when there is none (never sent, removed, or empty).
     pub reply_markup: Option<Value>,
     pub link_preview_disabled: bool,
+    /// Sent with `disable_notification`: it arrived without a sound (edits never notify).
+    pub disable_notification: bool,
     /// Number of successful edits (text or keyboard).
     pub edits: usize,
     pub deleted: bool,
@@ -763,6 +765,7 @@ impl TgState {
                 parse_mode: content.parse_mode,
                 reply_markup,
                 link_preview_disabled: link_preview_disabled(p),
+                disable_notification: truthy(p.get("disable_notification")),
                 edits: 0,
                 deleted: false,
             },

@@ -7,7 +7,6 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::render::format_utc;
 use super::{Card, CardState, MessageRef, Notifier, NotifyError};
 
 #[derive(Default)]
@@ -40,7 +39,7 @@ pub fn text(card: &Card) -> String {
         _ => {}
     }
     if let Some(t) = card.state.resolved_at() {
-        out.push_str(&format!("\n  Resolved: {}", format_utc(t)));
+        out.push_str(&format!("\n  Resolved: {}", card.local_time(t)));
     }
     out.push_str(&format!("\n  approval {}", card.approval_id));
     out
@@ -108,6 +107,8 @@ mod tests {
             expires_at: None,
             link: "https://app.opentrain.ai/approvals/apr_1".into(),
             now: chrono::Utc::now(),
+            zone: jiff::tz::TimeZone::UTC,
+            silent: false,
         };
         let out = text(&card);
         assert!(

@@ -45,7 +45,7 @@ pub trait Notifier: Send + Sync + 'static {
     /// The least time between two requests to the owner's chat.
     fn min_interval(&self) -> Duration;
 
-    /// Posts a new message showing `card`.
+    /// Posts a new message showing `card`, silently when `card.silent` (quiet hours).
     fn post(&self, card: &Card) -> impl Future<Output = Result<MessageRef, NotifyError>> + Send;
 
     /// Edits the message at `message` to show `card`. An edit that changes nothing is a success.
@@ -55,8 +55,9 @@ pub trait Notifier: Send + Sync + 'static {
         card: &Card,
     ) -> impl Future<Output = Result<(), NotifyError>> + Send;
 
-    /// Sends one short reminder that notifies the owner, in reply to `message`, while the
-    /// approval is still pending (the message itself is edited to show the time left).
+    /// Sends one short reminder that notifies the owner (silently when `card.silent`), in reply
+    /// to `message`, while the approval is still pending (the message itself is edited to show
+    /// the time left).
     fn remind(
         &self,
         message: &MessageRef,

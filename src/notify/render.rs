@@ -125,6 +125,12 @@ pub struct Card {
     pub link: String,
     /// When the card was rendered, for "in 71 h".
     pub now: DateTime<Utc>,
+    /// The owner's time zone (`owner.timezone`), which times are shown in where the platform
+    /// does not show its own local timestamps.
+    pub zone: jiff::tz::TimeZone,
+    /// Sent without a sound or a vibration (quiet hours, [`crate::quiet`]). Only posts and
+    /// reminders ring at all; edits never do.
+    pub silent: bool,
 }
 
 /// Makes outside text safe to place on one line: control characters become spaces, runs of
@@ -335,6 +341,8 @@ impl Card {
             expires_at,
             link: format!("{app_url}/approvals/{}", record.id),
             now,
+            zone: jiff::tz::TimeZone::UTC,
+            silent: false,
         }
     }
 
@@ -351,10 +359,19 @@ impl Card {
         })
     }
 
-    /// "2026-06-15 10:00 UTC (in 71 h)".
+    /// `t` on the owner's clock, the zone named: "2026-06-15 19:00 JST".
+    pub fn local_time(&self, t: DateTime<Utc>) -> String {
+        crate::quiet::format_in(&self.zone, t)
+    }
+
+    /// "2026-06-15 19:00 JST (in 71 h)".
     pub fn expiry_line(&self) -> Option<String> {
         let t = self.expires_at?;
-        Some(format!("{} ({})", format_utc(t), relative(t, self.now)))
+        Some(format!(
+            "{} ({})",
+            self.local_time(t),
+            relative(t, self.now)
+        ))
     }
 }
 

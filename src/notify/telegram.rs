@@ -15,7 +15,7 @@ use teloxide::types::{
 };
 use teloxide::{ApiError, RequestError};
 
-use super::render::{AmountSource, format_utc};
+use super::render::AmountSource;
 use super::{Card, CardState, MessageRef, Notifier, NotifyError};
 use crate::config::{ExposeSecret, TelegramSettings};
 use crate::text::html_escape as esc;
@@ -134,7 +134,7 @@ pub fn html(card: &Card) -> String {
         _ => {}
     }
     if let Some(t) = card.state.resolved_at() {
-        out.push_str(&format!("Resolved: {}\n", esc(&format_utc(t))));
+        out.push_str(&format!("Resolved: {}\n", esc(&card.local_time(t))));
     }
     out.push_str(&format!("<i>approval {}</i>", esc(&card.approval_id)));
     out
@@ -156,6 +156,7 @@ impl Notifier for Telegram {
             .parse_mode(ParseMode::Html)
             .link_preview_options(no_preview())
             .reply_markup(keyboard(card))
+            .disable_notification(card.silent)
             .await
             .map_err(classify)?;
         Ok(MessageRef::new(message.chat.id.0, message.id.0))
@@ -184,6 +185,7 @@ impl Notifier for Telegram {
             .send_message(chat, reminder_html(card))
             .parse_mode(ParseMode::Html)
             .link_preview_options(no_preview())
+            .disable_notification(card.silent)
             // If the owner deleted the original, the reminder still stands on its own.
             .reply_parameters(ReplyParameters::new(id).allow_sending_without_reply())
             .await

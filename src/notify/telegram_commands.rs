@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use teloxide::prelude::*;
 use teloxide::types::{
     AllowedUpdate, BotCommand, ChatId, LinkPreviewOptions, ParseMode, UpdateKind,
@@ -33,6 +33,8 @@ pub struct OwnerCommands {
     pub app_url: String,
     /// The chat's pace, shared with delivery: an answer waits its turn like any message.
     pub pacer: Pacer,
+    /// The owner's time zone (`owner.timezone`), for the expiry times listed.
+    pub zone: jiff::tz::TimeZone,
 }
 
 /// Written by hand: teloxide's `Bot` derives `Debug` with the token in it.
@@ -55,12 +57,16 @@ pub fn help_html() -> String {
         .to_string()
 }
 
-/// The answer to `/pending`.
-pub fn pending_html(views: &[ApprovalView], app_url: &str) -> String {
+/// The answer to `/pending` at `now`, expiry times on the owner's clock (`zone`).
+pub fn pending_html(
+    views: &[ApprovalView],
+    app_url: &str,
+    zone: &jiff::tz::TimeZone,
+    now: DateTime<Utc>,
+) -> String {
     if views.is_empty() {
         return "✅ Nothing is waiting for you.".to_string();
     }
-    let now = Utc::now();
     let mut out = format!(
         "🔔 <b>{} pending approval{}</b>\n",
         views.len(),
@@ -81,7 +87,13 @@ pub fn pending_html(views: &[ApprovalView], app_url: &str) -> String {
             .expires_at
             .as_deref()
             .and_then(parse_time)
-            .map(|t| format!(" · expires {}", relative(t, now)))
+            .map(|t| {
+                format!(
+                    " · expires {} ({})",
+                    crate::quiet::format_in(zone, t),
+                    relative(t, now)
+                )
+            })
             .unwrap_or_default();
         // The link is built here from the app URL and a validated id, never taken from input;
         // the id is safe inside an attribute (letters, digits, '_' and '-').
@@ -182,7 +194,7 @@ impl OwnerCommands {
             .unwrap_or("");
         let reply = match command {
             "/pending" => match self.store.list(Some("pending".into()), 1000).await {
-                Ok(views) => pending_html(&views, &self.app_url),
+                Ok(views) => pending_html(&views, &self.app_url, &self.zone, Utc::now()),
                 Err(e) => {
                     tracing::error!(error = %e, "telegram: /pending could not read the store");
                     "⚠️ countersign could not read its store; see its logs.".to_string()
@@ -219,5 +231,34 @@ impl OwnerCommands {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pending_shows_expiry_on_the_owner_clock_with_the_zone_named() {
+        let view = ApprovalView {
+            id: "apr_1".into(),
+            kind: "milestone_funding".into(),
+            status: "pending".into(),
+            amount: None,
+            expires_at: Some("2026-06-15T10:00:00Z".into()),
+            resolved_at: None,
+            received_at: "2026-06-12T11:00:00Z".into(),
+            agent: None,
+            reason: None,
+            superseded_by: None,
+            deliveries: Vec::new(),
+        };
+        let now = parse_time("2026-06-12T11:00:00Z").unwrap();
+        let tokyo = jiff::tz::TimeZone::get("Asia/Tokyo").unwrap();
+        let out = pending_html(&[view], "https://app.opentrain.test", &tokyo, now);
+        assert!(
+            out.contains("expires 2026-06-15 19:00 JST (in 71 h)"),
+            "{out}"
+        );
     }
 }

@@ -104,6 +104,7 @@ impl Store {
                     message_ref,
                     version,
                     reminder_seq,
+                    rang,
                 } => {
                     // A fresh message already shows the time left: it counts as reminded.
                     let message_ref = message_ref.to_string();
@@ -111,7 +112,7 @@ impl Store {
                         "UPDATE deliveries SET message_ref = ?3, shown_version = ?4,
                             reminded_seq = ?5, posted_at = COALESCE(posted_at, ?6),
                             updated_at = ?6, lease_until = 0, run_after = 0, attempts = 0,
-                            last_error = NULL
+                            last_error = NULL, last_rang = ?7
                          WHERE approval_id = ?1 AND channel = ?2",
                         params![
                             approval_id,
@@ -119,7 +120,8 @@ impl Store {
                             message_ref,
                             version,
                             reminder_seq,
-                            now
+                            now,
+                            rang
                         ],
                     )?;
                 }
@@ -131,12 +133,13 @@ impl Store {
                         params![approval_id, channel, version, now],
                     )?;
                 }
-                DeliveryOutcome::Reminded { seq } => {
+                DeliveryOutcome::Reminded { seq, rang } => {
                     c.execute(
                         "UPDATE deliveries SET reminded_seq = ?3, updated_at = ?4,
-                            lease_until = 0, run_after = 0, attempts = 0, last_error = NULL
+                            lease_until = 0, run_after = 0, attempts = 0, last_error = NULL,
+                            last_rang = COALESCE(?5, last_rang)
                          WHERE approval_id = ?1 AND channel = ?2",
-                        params![approval_id, channel, seq, now],
+                        params![approval_id, channel, seq, now, rang],
                     )?;
                 }
                 DeliveryOutcome::Retry { at, error } => {
@@ -296,6 +299,8 @@ pub enum DeliveryOutcome {
         message_ref: MessageRef,
         version: i64,
         reminder_seq: i64,
+        /// It rang (false: silent, in quiet hours).
+        rang: bool,
     },
     /// The message was edited to show `version`.
     Edited {
@@ -304,6 +309,8 @@ pub enum DeliveryOutcome {
     /// The reminder for `seq` was sent.
     Reminded {
         seq: i64,
+        /// Whether a reminder was sent and rang; `None` when none was sent (caught up).
+        rang: Option<bool>,
     },
     Retry {
         at: i64,

@@ -122,6 +122,11 @@ pub const MIGRATIONS: &[&str] = &[
             ON CONFLICT(status) DO UPDATE SET n = n + 1;
     END;
     "#,
+    // 4: quiet hours (§3.6): whether the last post or reminder on this channel rang (1) or went
+    // out silent (0); NULL until one is sent.
+    r#"
+    ALTER TABLE deliveries ADD COLUMN last_rang INTEGER;
+    "#,
 ];
 
 use rusqlite::Connection;

@@ -13,6 +13,7 @@ mod intake;
 mod operator;
 mod properties;
 mod proxy;
+mod quiet;
 mod reliability;
 mod security;
 mod store;

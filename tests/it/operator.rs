@@ -253,7 +253,7 @@ async fn owner_commands_answer_only_the_configured_chat() {
     assert!(
         reply.text.contains(&id)
             && reply.text.contains("$450.00")
-            && reply.text.contains("expires in"),
+            && reply.text.contains(" UTC (in "),
         "{}",
         reply.text
     );

@@ -147,6 +147,7 @@ async fn no_client_of_the_app_prints_a_token_in_debug() {
         .unwrap(),
         app_url: APP_URL.into(),
         pacer: countersign::worker::Pacer::new(Duration::ZERO),
+        zone: jiff::tz::TimeZone::UTC,
     };
     assert_no_secret("OwnerCommands' Debug", &format!("{commands:?}"));
     let opentrain = countersign::opentrain::OpenTrain::new(

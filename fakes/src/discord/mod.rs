@@ -289,6 +289,16 @@ impl FakeDiscord {
             .collect()
     }
 
+    /// The flags of message `id` as Discord keeps them (`SUPPRESS_NOTIFICATIONS` = 4096 when
+    /// it was created silent); `None` for an unknown message.
+    pub fn flags(&self, id: u64) -> Option<u64> {
+        self.lock()
+            .messages
+            .iter()
+            .find(|s| s.msg.id == id)
+            .map(|s| s.flags)
+    }
+
     /// The DM channel opened with this user, if one was opened.
     pub fn dm_channel_of(&self, user_id: u64) -> Option<u64> {
         self.lock().dm_channels.get(&user_id).copied()

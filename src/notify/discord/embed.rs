@@ -278,6 +278,8 @@ mod tests {
             expires_at: Some(now + chrono::Duration::hours(72)),
             link: "https://app.opentrain.test/approvals/apr_123".into(),
             now,
+            zone: jiff::tz::TimeZone::UTC,
+            silent: false,
         }
     }
 

@@ -23,8 +23,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
 use serenity::all::{
-    ChannelId, CreateAllowedMentions, CreateMessage, EditMessage, MessageId, MessageReference,
-    MessageReferenceKind, Nonce, UserId,
+    ChannelId, CreateAllowedMentions, CreateMessage, EditMessage, MessageFlags, MessageId,
+    MessageReference, MessageReferenceKind, Nonce, UserId,
 };
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
@@ -158,7 +158,8 @@ impl Notifier for Discord {
             // A post repeated after a lost answer returns the first message instead of a
             // second one (Discord remembers nonces for a few minutes).
             .nonce(Nonce::String(nonce(&card.approval_id)))
-            .enforce_nonce(true);
+            .enforce_nonce(true)
+            .flags(flags(card));
         let posted: Posted = self
             .fire(Call::Post(channel, to_body(&body)?), Op::Post)
             .await?;
@@ -187,11 +188,22 @@ impl Notifier for Discord {
                     .message_id(id)
                     .fail_if_not_exists(false),
             )
-            .allowed_mentions(CreateAllowedMentions::new());
+            .allowed_mentions(CreateAllowedMentions::new())
+            .flags(flags(card));
         let _: IgnoredAny = self
             .fire(Call::Post(channel, to_body(&body)?), Op::Remind)
             .await?;
         Ok(())
+    }
+}
+
+/// A silent card (quiet hours) goes out with `SUPPRESS_NOTIFICATIONS`: it appears, but does
+/// not ring.
+fn flags(card: &Card) -> MessageFlags {
+    if card.silent {
+        MessageFlags::SUPPRESS_NOTIFICATIONS
+    } else {
+        MessageFlags::empty()
     }
 }
 

@@ -55,6 +55,8 @@ pub(super) fn card(state: CardState) -> Card {
         expires_at: Some(now + chrono::Duration::hours(3)),
         link: format!("{APP_URL}/approvals/apr_dc_1"),
         now,
+        zone: jiff::tz::TimeZone::UTC,
+        silent: false,
     }
 }
 
