@@ -168,6 +168,9 @@ struct DaemonOptions {
     group_commit: bool,
     /// `log.format = "json"`: lines a scenario reads back, with microsecond timestamps.
     json_log: bool,
+    /// `hook.max_connections`: the default (256) but for the long-poll scenario, whose
+    /// 10,000 waiters each hold a connection (an operator expecting that raises it too).
+    hook_max_connections: usize,
 }
 
 struct Daemon {
@@ -188,6 +191,7 @@ impl Daemon {
         let store = dir.path().join("countersign.db");
         let config = format!(
             "[hook]\nlisten = \"127.0.0.1:{port}\"\ntoken = \"{HOOK_TOKEN}\"\n\
+             max_connections = {}\n\
              [opentrain]\napi_url = \"{}\"\napp_url = \"{APP_URL}\"\ntoken = \"{OT_TOKEN}\"\n\
              poll_interval_secs = {}\n\
              [store]\npath = \"{}\"\ngroup_commit = {}\n\
@@ -195,6 +199,7 @@ impl Daemon {
              [telegram]\nbot_token = \"{TG_TOKEN}\"\nchat_id = {CHAT}\napi_url = \"{}\"\n\
              min_send_interval_ms = {}\n\
              [log]\nformat = \"{}\"\n",
+            o.hook_max_connections,
             opentrain.api_url(),
             o.poll_interval_secs,
             store.display(),
@@ -540,6 +545,7 @@ async fn intake_daemon(group_commit: bool) -> (FakeOpenTrain, FakeTelegram, Daem
             telegram_interval_ms: 1000,
             group_commit,
             json_log: false,
+            hook_max_connections: 256,
         },
     )
     .await;
@@ -651,6 +657,7 @@ async fn tracking(out: &mut Vec<Figure>, lives: &mut Vec<usize>) {
             telegram_interval_ms: 0,
             group_commit: true,
             json_log: false,
+            hook_max_connections: 256,
         },
     )
     .await;
@@ -816,6 +823,7 @@ async fn doorbells(out: &mut Vec<Figure>, lives: &mut Vec<usize>) {
             telegram_interval_ms: TG_PACE_MS,
             group_commit: true,
             json_log: false,
+            hook_max_connections: 256,
         },
     )
     .await;
@@ -897,6 +905,7 @@ async fn burst(out: &mut Vec<Figure>) {
             telegram_interval_ms: TG_PACE_MS,
             group_commit: true,
             json_log: false,
+            hook_max_connections: 256,
         },
     )
     .await;
@@ -979,6 +988,7 @@ async fn longpoll(out: &mut Vec<Figure>) {
             telegram_interval_ms: 0,
             group_commit: true,
             json_log: true,
+            hook_max_connections: WAITERS_N + 1_000,
         },
     )
     .await;
