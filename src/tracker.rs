@@ -167,19 +167,8 @@ impl Tracker {
                     terminal = true;
                 }
                 let now = now_ms();
-                let next_read_at = match upstream.expires_at().map(|t| t.timestamp_millis()) {
-                    // Still pending after expiry (clocks differ): look again, backing off.
-                    Some(exp) if exp + EXPIRY_GRACE_MS <= now => Some(
-                        now + backoff(
-                            job.attempts,
-                            Duration::from_secs(5),
-                            Duration::from_secs(600),
-                        )
-                        .as_millis() as i64,
-                    ),
-                    Some(exp) => Some(exp + EXPIRY_GRACE_MS),
-                    None => None,
-                };
+                let expires = upstream.expires_at().map(|t| t.timestamp_millis());
+                let (next_read_at, backing_off) = next_read(expires, &status, job.attempts, now);
                 if status != job.status {
                     tracing::info!(approval_id = %job.id, from = %job.status, to = %status, "status changed");
                     if terminal && let Some(created) = upstream.created_at() {
@@ -192,21 +181,22 @@ impl Tracker {
                     status,
                     terminal,
                     next_read_at,
+                    backing_off,
                 }
             }
-            Err(UpstreamError::NotFound { .. }) => {
-                self.metrics
-                    .opentrain_errors
-                    .with_label_values(&["not_found"])
-                    .inc();
-                // It was verified before, so OpenTrain withdrew it: say so rather than keep
-                // showing a link that no longer works.
-                tracing::warn!(approval_id = %job.id, "OpenTrain no longer shows this approval");
-                ReadOutcome::Status {
-                    upstream: None,
-                    status: Status::Other("not_found".into()),
-                    terminal: true,
-                    next_read_at: None,
+            // Only a 200 ends a message. A 404 of an approval OpenTrain showed before is
+            // visibility that flips or a token that changed, not a verdict: read it again,
+            // backing off, and leave the message as it is.
+            // The same for a refused token (401/403): the message keeps its last true status
+            // while the token is fixed, and the wait stays short at first so a restored token
+            // shows outcomes soon.
+            Err(e @ (UpstreamError::NotFound { .. } | UpstreamError::Auth { .. })) => {
+                self.metrics.opentrain_error(&e);
+                let wait = backoff(job.attempts, REREAD_BASE, REREAD_CAP);
+                tracing::warn!(approval_id = %job.id, error = %e, retry_in_ms = wait.as_millis() as u64, "OpenTrain does not show this approval to countersign now; the message stays as it is and it will be read again");
+                ReadOutcome::Retry {
+                    at: now_ms() + wait.as_millis() as i64,
+                    error: e.to_string(),
                 }
             }
             Err(e) => {
@@ -224,6 +214,31 @@ impl Tracker {
     }
 }
 
+/// The first wait of a re-read that backs off (past `expiresAt`, an unknown status, a 404) and the
+/// most it grows to: doubling from seconds to an hour, so a clock skew of minutes costs a handful
+/// of reads.
+const REREAD_BASE: Duration = Duration::from_secs(5);
+const REREAD_CAP: Duration = Duration::from_secs(3_600);
+
+/// When to read an approval that is not terminal again, and whether that wait backs off (so its
+/// attempts keep counting instead of starting over). Before `expiresAt`: just after it. Still
+/// pending after it (OpenTrain's clock lags countersign's) or in a status countersign does not
+/// know: later and later, doubling up to an hour.
+pub fn next_read(
+    expires: Option<i64>,
+    status: &Status,
+    attempts: u32,
+    now: i64,
+) -> (Option<i64>, bool) {
+    let overdue = expires.is_some_and(|exp| exp + EXPIRY_GRACE_MS <= now);
+    if overdue || matches!(status, Status::Other(_)) {
+        let wait = backoff(attempts, REREAD_BASE, REREAD_CAP);
+        (Some(now + wait.as_millis() as i64), true)
+    } else {
+        (expires.map(|exp| exp + EXPIRY_GRACE_MS), false)
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PollError {
     #[error(transparent)]
@@ -238,5 +253,43 @@ impl PollError {
             PollError::Upstream(e) => e.retry_after(),
             PollError::Store(_) => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_past_expiry_back_off_to_an_hour() {
+        let now = 1_000_000_000;
+        let expired = Some(now - 60_000);
+        let waits: Vec<i64> = (1..=20)
+            .map(|a| next_read(expired, &Status::Pending, a, now).0.unwrap() - now)
+            .collect();
+        assert!(waits[0] <= 5_000, "the first look is soon");
+        assert!(
+            waits[6] >= 100_000,
+            "a few minutes of skew costs a handful of reads"
+        );
+        assert!(
+            waits[19] >= 1_800_000 && waits[19] <= 3_600_000,
+            "capped at an hour"
+        );
+        let (at, backing_off) = next_read(expired, &Status::Pending, 1, now);
+        assert!(backing_off && at.is_some());
+    }
+
+    #[test]
+    fn an_unknown_status_backs_off_and_a_pending_one_waits_for_expiry() {
+        let now = 1_000_000_000;
+        let later = Some(now + 600_000);
+        let odd = Status::Other("on_hold".into());
+        assert!(next_read(later, &odd, 12, now).0.unwrap() - now >= 1_800_000);
+        assert!(next_read(None, &odd, 1, now).1);
+        assert_eq!(
+            next_read(later, &Status::Pending, 9, now),
+            (Some(now + 600_000 + EXPIRY_GRACE_MS), false)
+        );
     }
 }

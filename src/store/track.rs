@@ -121,6 +121,7 @@ impl Store {
                     status,
                     terminal,
                     next_read_at,
+                    backing_off,
                 } => {
                     let old: String =
                         c.query_row("SELECT status FROM approvals WHERE id = ?1", [&id], |r| {
@@ -135,8 +136,8 @@ impl Store {
                                 next_reminder_at = CASE WHEN ?3 = 'done' THEN NULL
                                                         ELSE next_reminder_at END,
                                 version = version + ?7,
-                                lease_until = 0, run_after = 0, attempts = 0, reason = NULL,
-                                updated_at = ?8
+                                attempts = CASE WHEN ?10 AND NOT ?7 THEN attempts ELSE 0 END,
+                                lease_until = 0, run_after = 0, reason = NULL, updated_at = ?8
                              WHERE id = ?1",
                         params![
                             id,
@@ -151,6 +152,7 @@ impl Store {
                             changed as i64,
                             now,
                             rang,
+                            backing_off && !terminal,
                         ],
                     )?;
                     if changed {
@@ -323,6 +325,9 @@ pub enum ReadOutcome {
         status: Status,
         terminal: bool,
         next_read_at: Option<i64>,
+        /// The next read backs off (past `expiresAt`, an unknown status): the attempts keep
+        /// counting, so the waits grow, unless the status changed.
+        backing_off: bool,
     },
     Retry {
         at: i64,

@@ -414,6 +414,7 @@ async fn a_doorbell_outlives_a_read_that_never_finished_and_a_ring_during_the_re
         status: Status::Pending,
         terminal: false,
         next_read_at: None,
+        backing_off: false,
     };
     let lease = Duration::from_secs(60);
     assert_eq!(ring().await.unwrap(), 1);

@@ -121,7 +121,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     };
     let toml = format!(
         "[hook]\nlisten = \"127.0.0.1:0\"\ntoken = \"{HOOK_TOKEN}\"\n\
-         [opentrain]\napi_url = \"{}\"\napp_url = \"{APP_URL}\"\ntoken = \"{OT_TOKEN}\"\npoll_interval_secs = {}\nrequest_timeout_secs = 5\n\
+         [opentrain]\napi_url = \"{}\"\napp_url = \"{APP_URL}\"\ntoken = \"{OT_TOKEN}\"\npoll_interval_secs = {}\nrequest_timeout_secs = 5\nnot_found_secs = 3\n\
          [store]\npath = \"{}\"\n\
          [console]\nenabled = false\n\
          {telegram_toml}{discord_toml}{proxy_toml}{}",
