@@ -147,6 +147,14 @@ impl Store {
                         params![approval_id, channel, at, error, now],
                     )?;
                 }
+                DeliveryOutcome::Held { until, error } => {
+                    c.execute(
+                        "UPDATE deliveries SET run_after = ?3, hold_until = ?3, last_error = ?4,
+                            lease_until = 0, updated_at = ?5
+                         WHERE approval_id = ?1 AND channel = ?2",
+                        params![approval_id, channel, until, error, now],
+                    )?;
+                }
                 DeliveryOutcome::Gone { error } => {
                     c.execute(
                         "UPDATE deliveries SET state = 'gone', due = 0, last_error = ?3,
@@ -155,17 +163,26 @@ impl Store {
                         params![approval_id, channel, error, now],
                     )?;
                 }
-                DeliveryOutcome::Failed { error } => {
-                    c.execute(
-                        "UPDATE deliveries SET state = 'failed', last_error = ?3, lease_until = 0,
-                            updated_at = ?4
-                         WHERE approval_id = ?1 AND channel = ?2",
-                        params![approval_id, channel, error, now],
-                    )?;
-                }
             }
             refresh_due(c, approval_id.as_str(), Some(channel))?;
             Ok(())
+        })
+        .await
+    }
+
+    /// The approval as a card shows it now: a delivery that waited for the chat's pace renders
+    /// what is true after the wait, not what was when it was claimed. `None` when it is gone
+    /// or cannot be decoded (the claimed record is then used).
+    pub async fn approval_record(
+        &self,
+        id: &ApprovalId,
+    ) -> Result<Option<ApprovalRecord>, StoreError> {
+        let id = id.clone();
+        self.read(move |c| {
+            Ok(match load_record_if_present(c, &id)? {
+                Some(Ok(record)) => Some(record),
+                _ => None,
+            })
         })
         .await
     }
@@ -305,14 +322,17 @@ pub enum DeliveryOutcome {
     Reminded {
         seq: i64,
     },
+    /// Try again at `at` (a transient failure, or a permanent one retried slowly).
     Retry {
         at: i64,
         error: String,
     },
-    Gone {
+    /// The chat answered 429: nothing goes to it before `until`, whatever changes meanwhile.
+    Held {
+        until: i64,
         error: String,
     },
-    Failed {
+    Gone {
         error: String,
     },
 }
@@ -329,6 +349,17 @@ fn load_record(
          FROM approvals WHERE id = ?1",
     )?;
     Ok(stmt.query_row([id], |r| Ok(decode_record(r, id)))?)
+}
+
+fn load_record_if_present(
+    c: &Connection,
+    id: &ApprovalId,
+) -> Result<Option<Result<ApprovalRecord, String>>, StoreError> {
+    match load_record(c, id) {
+        Ok(r) => Ok(Some(r)),
+        Err(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 fn decode_record(r: &rusqlite::Row, id: &ApprovalId) -> Result<ApprovalRecord, String> {

@@ -3,8 +3,9 @@
 //! Invariants: a doorbell is never lost — the cursor moves in the same transaction as the rings
 //! of its page, and `recheck` counts the rings until a recorded read answers them, so a ring
 //! during the read, or a read that dies with its process, leaves the doorbell ringing; a status
-//! change bumps the approval's version, which makes every delivery due for an edit; a reminder
-//! threshold fires once, however often the daemon restarts.
+//! change bumps the approval's version, which makes every delivery due for an edit (at once, but
+//! never inside a chat's 429 hold); a reminder threshold fires once, however often the daemon
+//! restarts.
 
 use std::time::Duration;
 
@@ -157,7 +158,7 @@ impl Store {
                     )?;
                     if changed {
                         c.execute(
-                            "UPDATE deliveries SET run_after = 0, updated_at = ?2
+                            "UPDATE deliveries SET run_after = hold_until, updated_at = ?2
                              WHERE approval_id = ?1 AND state = 'active'",
                             params![id, now],
                         )?;
@@ -233,7 +234,7 @@ impl Store {
                         params![id, seq, next, now],
                     )?;
                     c.execute(
-                        "UPDATE deliveries SET run_after = 0 WHERE approval_id = ?1",
+                        "UPDATE deliveries SET run_after = hold_until WHERE approval_id = ?1",
                         [id],
                     )?;
                     refresh_due(c, id, None)?;

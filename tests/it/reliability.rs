@@ -398,3 +398,92 @@ async fn a_burst_of_200_approvals_is_delivered_in_full_without_429s() {
         );
     }
 }
+
+/// One delivery's schedule as the store holds it: (state, run_after, hold_until, updated_at).
+fn delivery_row(app: &TestApp, id: &str) -> Option<(String, i64, i64, i64)> {
+    let db = rusqlite::Connection::open(&app.store_path).ok()?;
+    db.busy_timeout(Duration::from_secs(5)).ok()?;
+    db.query_row(
+        "SELECT state, run_after, hold_until, updated_at FROM deliveries
+         WHERE approval_id = ?1 AND lease_until = 0",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )
+    .ok()
+}
+
+#[tokio::test]
+async fn a_message_the_chat_refused_is_posted_once_the_cause_is_fixed_without_a_restart() {
+    let app = spawn_app().await;
+    app.telegram.block(CHAT);
+    let body = app.fund_request("ctr_1", "ms_1");
+    let id = approval_id(&body);
+    assert_eq!(app.submit(&body).await.0, 202);
+    let view = eventually("the refusal is recorded", || async {
+        let v = app.approval(&id).await;
+        v["deliveries"][0]["last_error"].is_string().then_some(v)
+    })
+    .await;
+    assert!(
+        view["deliveries"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("blocked"),
+        "{view}"
+    );
+    // Not given up on (it stays due), and not hammered either: the next try is about a minute out.
+    let (state, run_after, _, refused_at) = delivery_row(&app, &id).unwrap();
+    assert_eq!(state, "active");
+    let wait = run_after - refused_at;
+    assert!((30_000..=60_000).contains(&wait), "next try in {wait} ms");
+    // The owner unblocks the bot; about a minute later the message arrives, no restart needed.
+    app.telegram.unblock(CHAT);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while app.telegram.messages(CHAT).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never retried");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        app.telegram.count("sendMessage"),
+        2,
+        "one refused, one delivered: no retry loop"
+    );
+}
+
+#[tokio::test]
+async fn a_chats_429_hold_outlives_a_status_change() {
+    let app = spawn_app().await;
+    let body = app.fund_request("ctr_1", "ms_1");
+    let id = approval_id(&body);
+    assert_eq!(app.submit(&body).await.0, 202);
+    messages(&app, 1).await;
+    // A status OpenTrain has not resolved makes an edit due; the chat answers it with a long 429.
+    app.telegram.force_retry_after("editMessageText", 1, 3600);
+    app.opentrain
+        .set_approval_field(&id, "status", json!("on_hold"));
+    app.opentrain
+        .push_event("approval.confirmed", &id, json!({"approvalId": id}));
+    let (_, _, hold, _) = eventually("the 429 hold is stored", || async {
+        delivery_row(&app, &id).filter(|(_, _, hold, _)| *hold > 0)
+    })
+    .await;
+    // The status changes again: the edit is due at once, but not before the chat allows.
+    app.opentrain
+        .set_approval_field(&id, "status", json!("pending"));
+    app.opentrain
+        .push_event("approval.confirmed", &id, json!({"approvalId": id}));
+    eventually("the change back is read", || async {
+        (app.approval(&id).await["status"] == "pending").then_some(())
+    })
+    .await;
+    let (_, run_after, _, _) = delivery_row(&app, &id).unwrap();
+    assert!(
+        run_after >= hold,
+        "the hold was wiped: {run_after} < {hold}"
+    );
+    assert_eq!(
+        app.telegram.count("editMessageText"),
+        1,
+        "sent inside the hold"
+    );
+}
