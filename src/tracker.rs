@@ -43,19 +43,41 @@ impl Tracker {
         Lease::for_calls(1, request_timeout)
     }
 
-    /// Polls `/updates` until shutdown.
+    /// Polls `/updates` until shutdown. The ledger heals itself: a refused cursor starts it
+    /// again, and after any break (a refused cursor, events that did not decode, an outage of
+    /// more than a few intervals) every tracked approval is re-read once, since any of them may
+    /// have been resolved unseen.
     pub async fn poll_updates(self: Arc<Self>, cancel: CancellationToken) {
         let mut failures = Streak::default();
+        let mut failing_since: Option<std::time::Instant> = None;
+        let mut reread_all = false;
         while !cancel.is_cancelled() {
             let wait = match self.poll_once().await {
-                Ok(rung) => {
+                Ok(polled) => {
                     if failures.recovered() > 0 {
                         tracing::info!(
                             "updates: OpenTrain answers again; caught up from the saved cursor"
                         );
                     }
-                    if rung > 0 {
-                        tracing::debug!(rung, "updates: doorbells rung");
+                    if failing_since
+                        .take()
+                        .is_some_and(|t| t.elapsed() > self.poll_interval * OUTAGE_INTERVALS)
+                    {
+                        reread_all = true;
+                    }
+                    if polled.skipped > 0 {
+                        self.metrics
+                            .opentrain_errors
+                            .with_label_values(&["undecodable_event"])
+                            .inc_by(polled.skipped as u64);
+                        tracing::warn!(
+                            skipped = polled.skipped,
+                            "updates: skipped events that do not decode"
+                        );
+                        reread_all = true;
+                    }
+                    if polled.rung > 0 {
+                        tracing::debug!(rung = polled.rung, "updates: doorbells rung");
                     }
                     self.poll_interval
                 }
@@ -63,26 +85,59 @@ impl Tracker {
                     if let PollError::Upstream(u) = &e {
                         self.metrics.opentrain_error(u);
                     }
-                    if failures.failed() {
+                    failing_since.get_or_insert_with(std::time::Instant::now);
+                    // Only a cursor can be refused: a refusal without one is a plain failure,
+                    // or every interval would re-read everything.
+                    let refused = matches!(&e, PollError::Upstream(u) if u.is_refusal())
+                        && matches!(self.store.cursor().await, Ok(Some(_)));
+                    let undecodable = matches!(&e, PollError::Upstream(UpstreamError::Decode(_)));
+                    if refused {
+                        tracing::warn!(error = %e, "updates: OpenTrain refused the cursor; starting the ledger again and re-reading every pending approval");
+                        if let Err(e) = self.store.forget_cursor().await {
+                            tracing::error!(error = %e, "updates: cannot forget the refused cursor");
+                        }
+                    } else if failures.failed() {
                         tracing::warn!(error = %e, failures = failures.count(), "updates: poll failed; backing off");
                     }
-                    e.retry_after()
-                        .unwrap_or_else(|| {
-                            failures.backoff(self.poll_interval, Duration::from_secs(300))
-                        })
-                        .max(self.poll_interval)
+                    if refused || undecodable {
+                        reread_all = true;
+                    }
+                    if refused {
+                        self.poll_interval
+                    } else {
+                        e.retry_after()
+                            .unwrap_or_else(|| {
+                                failures.backoff(self.poll_interval, Duration::from_secs(300))
+                            })
+                            .max(self.poll_interval)
+                    }
                 }
             };
+            if reread_all {
+                match self.store.ring_all_tracked(now_ms()).await {
+                    Ok(n) => {
+                        reread_all = false;
+                        tracing::info!(
+                            approvals = n,
+                            "updates: the ledger broke; re-reading every pending approval once"
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "updates: cannot ring the pending approvals; will try again")
+                    }
+                }
+            }
             if !sleep_or_cancel(wait, &cancel).await {
                 break;
             }
         }
     }
 
-    /// Reads every page from the saved cursor. Returns how many tracked approvals were rung.
-    pub async fn poll_once(&self) -> Result<usize, PollError> {
+    /// Reads every page from the saved cursor: how many tracked approvals were rung, and how many
+    /// events were skipped because they do not decode.
+    pub async fn poll_once(&self) -> Result<Polled, PollError> {
         let mut cursor = self.store.cursor().await.map_err(PollError::Store)?;
-        let mut rung = 0;
+        let mut polled = Polled::default();
         loop {
             let page = self
                 .opentrain
@@ -95,9 +150,10 @@ impl Tracker {
                 .iter()
                 .filter_map(|e| ApprovalId::parse(e.approval_id()?).ok())
                 .collect();
+            polled.skipped += page.skipped;
             let next = page.next_cursor.clone().or(cursor.clone());
             let advanced = next != cursor;
-            rung += self
+            polled.rung += self
                 .store
                 .ring_and_save_cursor(ids, next.clone(), now_ms())
                 .await
@@ -106,7 +162,7 @@ impl Tracker {
             // Stop on a page that does not move the cursor, whatever hasMore says: looping on
             // it would only ask for the same page again.
             if !page.has_more || !advanced {
-                return Ok(rung);
+                return Ok(polled);
             }
         }
     }
@@ -212,6 +268,16 @@ impl Tracker {
             tracing::error!(approval_id = %job.id, error = %e, "cannot record the re-read; it will be redone");
         }
     }
+}
+
+/// An outage longer than this many poll intervals may have hidden events: re-read everything.
+const OUTAGE_INTERVALS: u32 = 4;
+
+/// What one poll of the ledger found.
+#[derive(Debug, Default)]
+pub struct Polled {
+    pub rung: usize,
+    pub skipped: usize,
 }
 
 /// The first wait of a re-read that backs off (past `expiresAt`, an unknown status, a 404) and the

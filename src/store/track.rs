@@ -64,6 +64,34 @@ impl Store {
         Ok(rung)
     }
 
+    /// Starts the ledger again after OpenTrain refused the cursor: the next poll asks without one.
+    pub async fn forget_cursor(&self) -> Result<(), StoreError> {
+        self.write(|c| {
+            c.execute("DELETE FROM kv WHERE key = 'updates_cursor'", [])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Rings every tracked approval's doorbell once: after the ledger broke (a refused cursor, an
+    /// event that did not decode, a long outage) any of them may have been resolved unseen.
+    /// Returns how many were rung.
+    pub async fn ring_all_tracked(&self, now: i64) -> Result<usize, StoreError> {
+        let rung = self
+            .write(move |c| {
+                Ok(c.execute(
+                    "UPDATE approvals SET recheck = recheck + 1, updated_at = ?1
+                     WHERE phase = 'track'",
+                    [now],
+                )?)
+            })
+            .await?;
+        if rung > 0 {
+            self.inner.signals.reads.notify_one();
+        }
+        Ok(rung)
+    }
+
     /// Claims tracked approvals that need a fresh read: a doorbell rang, or `expiresAt` passed.
     /// The doorbells stay until the read is recorded ([`ReadJob::rang`]), so neither one that
     /// rings during the read nor one whose read dies with its process is lost.

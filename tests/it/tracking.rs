@@ -345,3 +345,66 @@ async fn a_clock_skew_costs_a_handful_of_reads_not_hundreds() {
     );
     assert_eq!(app.approval(&id).await["status"], "pending");
 }
+
+/// Resolves the approval on OpenTrain without any event: only a re-read can find out.
+fn declined_silently(app: &TestApp, id: &str) {
+    app.opentrain
+        .set_approval_field(id, "status", json!("declined"));
+    app.opentrain
+        .set_approval_field(id, "resolvedAt", json!("2026-06-12T10:05:00.000Z"));
+}
+
+#[tokio::test]
+async fn the_ledger_survives_events_that_do_not_decode_and_rereads_what_is_pending() {
+    let app = spawn_app().await;
+    let (id, message_id) = posted(&app).await;
+    declined_silently(&app, &id);
+    // A page whose events cannot be read: a numeric id, a missing type, a null payload.
+    let page = json!({"events": [
+        {"id": 1001, "type": "approval.confirmed", "data": {"approvalId": id}},
+        {"id": "1002", "data": {"approvalId": id}},
+        {"id": "1003", "type": "approval.confirmed", "data": null, "resourceId": null}
+    ], "nextCursor": "1003", "hasMore": false});
+    app.opentrain.serve_raw(
+        "GET",
+        "/api/public/v1/updates",
+        200,
+        "application/json",
+        page.to_string(),
+    );
+    edited_to(&app, message_id, "Declined").await;
+}
+
+#[tokio::test]
+async fn the_ledger_survives_a_refused_cursor_and_rereads_what_is_pending() {
+    let mut app = spawn_app().await;
+    let (id, message_id) = posted(&app).await;
+    app.stop().await;
+    // A cursor OpenTrain no longer accepts (its retention moved on, a restored backup).
+    let db = rusqlite::Connection::open(&app.store_path).unwrap();
+    db.execute(
+        "INSERT INTO kv (key, value) VALUES ('updates_cursor', 'not-a-cursor')
+         ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    declined_silently(&app, &id);
+    app.opentrain.clear_requests();
+    let app = app.restart().await;
+    edited_to(&app, message_id, "Declined").await;
+    // The saved cursor was asked for and refused; then the ledger starts again without one.
+    let polls = || -> Vec<String> {
+        app.opentrain
+            .requests()
+            .into_iter()
+            .filter(|r| r.path == "/api/public/v1/updates")
+            .map(|r| r.query.unwrap_or_default())
+            .collect()
+    };
+    assert!(polls()[0].contains("cursor=not-a-cursor"), "{:?}", polls());
+    eventually("a poll without the refused cursor", || async {
+        polls().iter().any(|q| !q.contains("cursor=")).then_some(())
+    })
+    .await;
+}
