@@ -227,7 +227,7 @@ impl<N: Notifier> Delivery<N> {
                     tracing::warn!(channel, approval_id = %id, action, error = %e, retry_in_s, "the chat still refuses this message; retrying later");
                 }
                 (
-                    DeliveryOutcome::Retry {
+                    DeliveryOutcome::Refused {
                         at: now_ms() + wait.as_millis() as i64,
                         error: e,
                     },

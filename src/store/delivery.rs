@@ -2,13 +2,19 @@
 //!
 //! Invariants: **at least once** — a delivery is done only when its outcome is recorded, so a
 //! crash between the send and the record repeats one message and never loses one; `due` is kept
-//! true exactly while a delivery has work left ([`refresh_due`] is the only place that decides).
+//! true exactly while a delivery has work left ([`refresh_due`] is the only place that decides);
+//! a `failed` delivery (refused by the chat for good) still has its work and is tried again on a
+//! slow schedule, so fixing the cause is enough.
 
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Queue, Store, StoreError, Unreadable, column, decode, stored_id};
+
+/// A delivery whose approval cannot be read is tried again this much later (a restart, or a
+/// repair by re-submitting, comes sooner).
+const UNREADABLE_RETRY_MS: i64 = 3_600_000;
 use crate::approval::{AgentContext, ApprovalId, MoneyContext, Status, WireApproval};
 
 impl Store {
@@ -28,7 +34,8 @@ impl Store {
                 Ok(c.query_row(
                     "UPDATE deliveries SET lease_until = ?3, attempts = attempts + 1
                      WHERE rowid = (SELECT rowid FROM deliveries
-                                    WHERE channel = ?1 AND due = 1 AND state = 'active'
+                                    WHERE channel = ?1 AND due = 1
+                                      AND state IN ('active', 'failed')
                                       AND run_after <= ?2 AND lease_until <= ?2
                                     ORDER BY run_after, rowid LIMIT 1)
                      RETURNING approval_id, message_ref, attempts, shown_version, reminded_seq",
@@ -76,9 +83,9 @@ impl Store {
                 self.write(move |c| {
                     c.execute(
                         "UPDATE deliveries SET state = 'failed', last_error = ?3, lease_until = 0,
-                            updated_at = ?4
+                            run_after = ?4 + ?5, updated_at = ?4
                          WHERE approval_id = ?1 AND channel = ?2",
-                        params![row.id, channel, row.reason, now],
+                        params![row.id, channel, row.reason, now, UNREADABLE_RETRY_MS],
                     )?;
                     refresh_due(c, &row.id, Some(channel))?;
                     Ok(())
@@ -111,7 +118,7 @@ impl Store {
                         "UPDATE deliveries SET message_ref = ?3, shown_version = ?4,
                             reminded_seq = ?5, posted_at = COALESCE(posted_at, ?6),
                             updated_at = ?6, lease_until = 0, run_after = 0, attempts = 0,
-                            last_error = NULL
+                            last_error = NULL, state = 'active'
                          WHERE approval_id = ?1 AND channel = ?2",
                         params![
                             approval_id,
@@ -125,7 +132,7 @@ impl Store {
                 }
                 DeliveryOutcome::Edited { version } => {
                     c.execute(
-                        "UPDATE deliveries SET shown_version = ?3, updated_at = ?4,
+                        "UPDATE deliveries SET shown_version = ?3, updated_at = ?4, state = 'active',
                             lease_until = 0, run_after = 0, attempts = 0, last_error = NULL
                          WHERE approval_id = ?1 AND channel = ?2",
                         params![approval_id, channel, version, now],
@@ -133,7 +140,7 @@ impl Store {
                 }
                 DeliveryOutcome::Reminded { seq } => {
                     c.execute(
-                        "UPDATE deliveries SET reminded_seq = ?3, updated_at = ?4,
+                        "UPDATE deliveries SET reminded_seq = ?3, updated_at = ?4, state = 'active',
                             lease_until = 0, run_after = 0, attempts = 0, last_error = NULL
                          WHERE approval_id = ?1 AND channel = ?2",
                         params![approval_id, channel, seq, now],
@@ -143,6 +150,14 @@ impl Store {
                     c.execute(
                         "UPDATE deliveries SET run_after = ?3, last_error = ?4, lease_until = 0,
                             updated_at = ?5
+                         WHERE approval_id = ?1 AND channel = ?2",
+                        params![approval_id, channel, at, error, now],
+                    )?;
+                }
+                DeliveryOutcome::Refused { at, error } => {
+                    c.execute(
+                        "UPDATE deliveries SET state = 'failed', run_after = ?3, last_error = ?4,
+                            lease_until = 0, updated_at = ?5
                          WHERE approval_id = ?1 AND channel = ?2",
                         params![approval_id, channel, at, error, now],
                     )?;
@@ -192,7 +207,7 @@ impl Store {
         self.read(move |c| {
             Ok(c.query_row(
                 "SELECT MIN(MAX(run_after, lease_until)) FROM deliveries
-                 WHERE channel = ?1 AND due = 1 AND state = 'active'",
+                 WHERE channel = ?1 AND due = 1 AND state IN ('active', 'failed')",
                 [channel],
                 |r| r.get(0),
             )?)
@@ -234,7 +249,7 @@ pub(super) fn refresh_due(
 ) -> Result<(), StoreError> {
     c.execute(
         "UPDATE deliveries SET due = (
-             state = 'active' AND (
+             state IN ('active', 'failed') AND (
                  message_ref IS NULL
                  OR shown_version < (SELECT version FROM approvals WHERE id = ?1)
                  OR (reminded_seq < (SELECT reminder_seq FROM approvals WHERE id = ?1)
@@ -324,6 +339,12 @@ pub enum DeliveryOutcome {
     },
     /// Try again at `at` (a transient failure, or a permanent one retried slowly).
     Retry {
+        at: i64,
+        error: String,
+    },
+    /// The chat refused it for good (a blocked bot, a permission removed): shown as `failed`,
+    /// and tried again at `at`, slowly, until it goes through.
+    Refused {
         at: i64,
         error: String,
     },

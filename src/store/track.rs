@@ -262,7 +262,8 @@ impl Store {
                         params![id, seq, next, now],
                     )?;
                     c.execute(
-                        "UPDATE deliveries SET run_after = hold_until WHERE approval_id = ?1",
+                        "UPDATE deliveries SET run_after = hold_until
+                         WHERE approval_id = ?1 AND state = 'active'",
                         [id],
                     )?;
                     refresh_due(c, id, None)?;

@@ -123,7 +123,7 @@ async fn webhook_with_a_bad_or_stale_signature_gets_400_and_changes_nothing() {
         assert_eq!(answer["error"], "bad_signature", "{what}");
         assert!(!answer.to_string().contains(WEBHOOK_SECRET));
     }
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(
         app.opentrain.count("GET", "/api/public/v1/approvals/"),
         reads_before,
@@ -164,7 +164,7 @@ async fn webhook_retries_of_one_delivery_are_deduplicated() {
     .await;
     assert_eq!(again.0, 200, "a retry is acknowledged");
     assert_eq!(again.1["duplicate"], true);
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(
         app.opentrain.count("GET", "/api/public/v1/approvals/"),
         reads
@@ -303,7 +303,7 @@ async fn quiet_app() -> TestApp {
         (app.opentrain.count("GET", "/api/public/v1/updates") >= 1).then_some(())
     })
     .await;
-    settle().await;
+    // Faults are drawn as requests arrive: the poll that has arrived can no longer take one.
     app
 }
 
@@ -433,7 +433,7 @@ async fn a_message_the_chat_refused_is_posted_once_the_cause_is_fixed_without_a_
     );
     // Not given up on (it stays due), and not hammered either: the next try is about a minute out.
     let (state, run_after, _, refused_at) = delivery_row(&app, &id).unwrap();
-    assert_eq!(state, "active");
+    assert_eq!(state, "failed", "shown as failed while refused");
     let wait = run_after - refused_at;
     assert!((30_000..=60_000).contains(&wait), "next try in {wait} ms");
     // The owner unblocks the bot; about a minute later the message arrives, no restart needed.

@@ -65,7 +65,7 @@ async fn confirmed_approval_is_edited_in_place_with_its_evidence() {
     );
     assert_eq!(app.approval(&id).await["status"], "confirmed");
     // Verify, context, final status: three reads of OpenTrain for the approval's whole life.
-    no_work_left(&app).await;
+    no_due_work(&app).await;
     let reads = app.opentrain.count("GET", "/api/public/v1/approvals/")
         + app.opentrain.count("GET", "/api/public/v1/contracts/");
     assert_eq!(reads, 3);
@@ -181,25 +181,6 @@ async fn opentrain_outage_delays_but_loses_nothing() {
     let msg = messages(&app, 1).await.remove(0);
     app.opentrain.resolve(&id, "confirmed", None);
     edited_to(&app, msg.message_id, "Confirmed").await;
-}
-
-/// Waits until the store has no work left: every approval settled, no delivery due, no claim in
-/// flight. After that nothing can read OpenTrain for an approval or write to the chat.
-async fn no_work_left(app: &TestApp) {
-    let db = rusqlite::Connection::open(&app.store_path).unwrap();
-    db.busy_timeout(Duration::from_secs(5)).unwrap();
-    eventually("no work left in the store", || async {
-        let open: i64 = db
-            .query_row(
-                "SELECT (SELECT COUNT(*) FROM approvals WHERE phase != 'done' OR lease_until > 0)
-                      + (SELECT COUNT(*) FROM deliveries WHERE due = 1 OR lease_until > 0)",
-                [],
-                |r| r.get(0),
-            )
-            .ok()?;
-        (open == 0).then_some(())
-    })
-    .await;
 }
 
 /// How many times OpenTrain was asked for approval `id`.
