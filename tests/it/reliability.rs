@@ -487,3 +487,49 @@ async fn a_chats_429_hold_outlives_a_status_change() {
         "sent inside the hold"
     );
 }
+
+#[tokio::test]
+async fn a_card_held_back_by_a_429_shows_the_approval_as_it_is_when_sent() {
+    let app = spawn_app().await;
+    let first = app.fund_request("ctr_1", "ms_1");
+    let second = app.fund_request("ctr_2", "ms_2");
+    // The chat holds the first post back for a while; the other waits behind the hold.
+    app.telegram.force_retry_after("sendMessage", 1, 8);
+    assert_eq!(app.submit(&first).await.0, 202);
+    assert_eq!(app.submit(&second).await.0, 202);
+    let ids = [approval_id(&first), approval_id(&second)];
+    let held = eventually("a post answered 429", || async {
+        for id in &ids {
+            let v = app.approval(id).await;
+            if v["deliveries"][0]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("rate limited"))
+            {
+                return Some(id.clone());
+            }
+        }
+        None
+    })
+    .await;
+    let waiting = ids.iter().find(|id| **id != held).unwrap();
+    // While it waits, the owner declines it on OpenTrain.
+    app.opentrain.resolve(waiting, "declined", None);
+    eventually("the decline is read", || async {
+        (app.approval(waiting).await["status"] == "declined").then_some(())
+    })
+    .await;
+    messages(&app, 2).await;
+    no_due_work(&app).await;
+    let shown = app
+        .telegram
+        .messages(CHAT)
+        .into_iter()
+        .find(|m| m.text.contains(waiting.as_str()))
+        .unwrap();
+    assert!(shown.text.contains("Declined"), "{}", shown.text);
+    assert_eq!(
+        app.telegram.count("editMessageText"),
+        0,
+        "posted as it was when claimed, then corrected"
+    );
+}
