@@ -408,3 +408,22 @@ async fn the_ledger_survives_a_refused_cursor_and_rereads_what_is_pending() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_ledger_survives_a_long_outage_and_rereads_what_is_pending() {
+    let app = spawn_app().await;
+    let (id, message_id) = posted(&app).await;
+    let polls = || app.opentrain.count("GET", "/api/public/v1/updates");
+    // OpenTrain is down for more than four poll intervals (1 s here); what happened meanwhile
+    // may never reach the ledger.
+    app.opentrain.set_down(true);
+    let down_at = std::time::Instant::now();
+    let before = polls();
+    eventually("polls failing through the outage", || async {
+        (polls() >= before + 3 && down_at.elapsed() > Duration::from_secs(5)).then_some(())
+    })
+    .await;
+    declined_silently(&app, &id);
+    app.opentrain.set_down(false);
+    edited_to(&app, message_id, "Declined").await;
+}
