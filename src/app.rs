@@ -193,6 +193,7 @@ impl App {
             reminders: settings.reminders.clone(),
             metrics: metrics.clone(),
             lease: Verifier::lease(settings.opentrain.request_timeout),
+            not_found_for: settings.opentrain.not_found_for,
         });
         workers.spawn(verifier.run(stop.clone()));
         let tracker = Arc::new(Tracker {

@@ -74,6 +74,8 @@ pub struct OpenTrainSettings {
     pub poll_interval: Duration,
     pub webhook_secret: Option<SecretString>,
     pub request_timeout: Duration,
+    /// How long a 404 at verification is read again before the approval is `rejected`.
+    pub not_found_for: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -201,6 +203,7 @@ struct RawOpenTrain {
     webhook_secret: Option<String>,
     webhook_secret_file: Option<PathBuf>,
     request_timeout_secs: u64,
+    not_found_secs: u64,
 }
 
 impl Default for RawOpenTrain {
@@ -214,6 +217,7 @@ impl Default for RawOpenTrain {
             webhook_secret: None,
             webhook_secret_file: None,
             request_timeout_secs: 30,
+            not_found_secs: 120,
         }
     }
 }
@@ -674,6 +678,12 @@ impl RawSettings {
                 "must be between 1 and 300",
             ));
         }
+        if self.opentrain.not_found_secs == 0 || self.opentrain.not_found_secs > 3600 {
+            return Err(ConfigError::new(
+                "opentrain.not_found_secs",
+                "must be between 1 and 3600",
+            ));
+        }
         let webhook_secret = secret(
             "opentrain.webhook_secret",
             self.opentrain.webhook_secret,
@@ -879,6 +889,7 @@ impl RawSettings {
                 poll_interval: Duration::from_secs(self.opentrain.poll_interval_secs),
                 webhook_secret,
                 request_timeout: Duration::from_secs(self.opentrain.request_timeout_secs),
+                not_found_for: Duration::from_secs(self.opentrain.not_found_secs),
             },
             store: StoreSettings {
                 path: self.store.path,

@@ -6,9 +6,12 @@
 //!   between the send and that record repeats one message, never loses one.
 //! - **The chat's pace is respected.** One request at a time per channel, at least
 //!   `min_interval` apart; after a 429 nothing goes to that chat until `retry_after` has passed.
-//! - **No retry loops.** Transient failures back off (jittered, exponential); a deleted message
-//!   is never re-posted; a permanent error stops that delivery with one log line and shows as
-//!   `failed` in `list` until the next start.
+//! - **No retry loops, no giving up.** Transient failures back off (jittered, exponential); a
+//!   deleted message is never re-posted; a permanent error (a permission taken away, a blocked
+//!   bot) is retried slowly, after about a minute and then up to hourly, for as long as the
+//!   delivery has work left, so fixing the cause is enough: no restart needed.
+//! - **The card is true when sent.** It is rendered from the approval as it is after the pacing
+//!   wait, which can be long (a 429's `retry_after`), not as it was when claimed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +30,10 @@ use crate::worker::{self, Lease, Pacer, now_ms};
 
 /// The longest one post or edit may take before it counts as a transient failure.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// The first retry of a delivery the chat refused for good, and the slowest pace it backs off
+/// to: the owner may fix the cause at any time, and nothing else would try again.
+const PERMANENT_RETRY: Duration = Duration::from_secs(60);
+const PERMANENT_RETRY_CAP: Duration = Duration::from_secs(3_600);
 
 pub struct Delivery<N: Notifier> {
     pub notifier: N,
@@ -76,12 +83,20 @@ impl<N: Notifier> Delivery<N> {
     }
 
     /// Paces, sends, and records one claimed delivery.
-    async fn deliver(&self, job: DeliveryJob, cancel: &CancellationToken) {
+    async fn deliver(&self, mut job: DeliveryJob, cancel: &CancellationToken) {
         let channel = self.notifier.channel();
         // Pace: wait out the chat's interval or its retry_after. On shutdown the claim is
         // simply left; the next start releases it.
         if !self.pacer.wait(cancel).await {
             return;
+        }
+        // The wait can be long: show what is true now.
+        match self.store.approval_record(&job.record.id).await {
+            Ok(Some(record)) => job.record = record,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(channel, approval_id = %job.record.id, error = %e, "cannot re-read the approval; sending it as claimed")
+            }
         }
         let (outcome, pause) = self.attempt(&job).await;
         self.pacer.done();
@@ -184,8 +199,8 @@ impl<N: Notifier> Delivery<N> {
             Err(NotifyError::RateLimited(d)) => {
                 tracing::warn!(channel, approval_id = %id, action, retry_after_ms = d.as_millis() as u64, "rate limited by the chat; waiting as asked");
                 (
-                    DeliveryOutcome::Retry {
-                        at: now_ms() + d.as_millis() as i64,
+                    DeliveryOutcome::Held {
+                        until: now_ms() + d.as_millis() as i64,
                         error: format!("rate limited: retry after {d:?}"),
                     },
                     d,
@@ -211,8 +226,20 @@ impl<N: Notifier> Delivery<N> {
                 (DeliveryOutcome::Gone { error: e }, Duration::ZERO)
             }
             Err(NotifyError::Gone(e)) | Err(NotifyError::Permanent(e)) => {
-                tracing::error!(channel, approval_id = %id, action, error = %e, "delivery failed permanently; fix the cause and restart to retry");
-                (DeliveryOutcome::Failed { error: e }, Duration::ZERO)
+                let wait = backoff(job.attempts, PERMANENT_RETRY, PERMANENT_RETRY_CAP);
+                let retry_in_s = wait.as_secs();
+                if job.attempts <= 1 {
+                    tracing::error!(channel, approval_id = %id, action, error = %e, retry_in_s, "the chat refused this message; fix the cause (bot blocked, permission removed?): it is retried about every hour at most, no restart needed");
+                } else {
+                    tracing::warn!(channel, approval_id = %id, action, error = %e, retry_in_s, "the chat still refuses this message; retrying later");
+                }
+                (
+                    DeliveryOutcome::Refused {
+                        at: now_ms() + wait.as_millis() as i64,
+                        error: e,
+                    },
+                    Duration::ZERO,
+                )
             }
         }
     }

@@ -57,6 +57,16 @@ impl UpstreamError {
         }
     }
 
+    /// Whether OpenTrain refused the request itself (a 4xx other than 401, 403 and 429): for
+    /// `/updates`, the cursor it was given.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            UpstreamError::NotFound { .. } => true,
+            UpstreamError::Status { status, .. } => (400..500).contains(status) && *status != 408,
+            _ => false,
+        }
+    }
+
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             UpstreamError::RateLimited { retry_after, .. } => *retry_after,
@@ -113,14 +123,41 @@ impl Event {
     }
 }
 
-#[derive(Debug, Deserialize)]
+/// One `/updates` page. Events are decoded one by one: one that does not decode (a numeric `id`,
+/// a missing `type`) is counted in `skipped`, never fatal to the page.
+#[derive(Debug)]
 pub struct UpdatesPage {
-    #[serde(default)]
     pub events: Vec<Event>,
-    #[serde(rename = "nextCursor", default)]
+    pub skipped: usize,
     pub next_cursor: Option<String>,
-    #[serde(rename = "hasMore", default)]
     pub has_more: bool,
+}
+
+impl<'de> Deserialize<'de> for UpdatesPage {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        struct Raw {
+            #[serde(default)]
+            events: Vec<Value>,
+            #[serde(rename = "nextCursor", default)]
+            next_cursor: Option<String>,
+            #[serde(rename = "hasMore", default)]
+            has_more: bool,
+        }
+        let raw = Raw::deserialize(d)?;
+        let total = raw.events.len();
+        let events: Vec<Event> = raw
+            .events
+            .into_iter()
+            .filter_map(|e| serde_json::from_value(e).ok())
+            .collect();
+        Ok(UpdatesPage {
+            skipped: total - events.len(),
+            events,
+            next_cursor: raw.next_cursor,
+            has_more: raw.has_more,
+        })
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -279,6 +316,25 @@ pub fn backoff(attempt: u32, base: Duration, cap: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_event_that_does_not_decode_is_skipped_not_fatal_to_its_page() {
+        let page: UpdatesPage = serde_json::from_value(serde_json::json!({
+            "events": [
+                {"id": 1001, "type": "approval.confirmed", "data": {"approvalId": "apr_a"}},
+                {"id": "1002", "type": "approval.confirmed", "data": null, "resourceId": "apr_b"},
+                {"id": "1003", "type": "something.new", "data": {}},
+                {"id": "1004", "data": {}},
+                {"id": "1005", "type": "approval.confirmed", "data": {"approvalId": "apr_c"}}
+            ],
+            "nextCursor": "1005", "hasMore": false
+        }))
+        .unwrap();
+        assert_eq!(page.skipped, 2);
+        let ids: Vec<_> = page.events.iter().filter_map(Event::approval_id).collect();
+        assert_eq!(ids, ["apr_b", "apr_c"]);
+        assert_eq!(page.next_cursor.as_deref(), Some("1005"));
+    }
 
     #[test]
     fn backoff_grows_is_capped_and_jittered() {

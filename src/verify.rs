@@ -1,6 +1,7 @@
 //! Verify and enrich: read each accepted approval back from OpenTrain with countersign's own token
 //! and fetch its money context. An approval OpenTrain does not know is marked `rejected` and never
-//! shown. At most two reads happen here (the approval, then its contract or proposal); OpenTrain's
+//! shown; a 404 is read again for about two minutes first ([`not_found_wait`]), since OpenTrain
+//! may not show a just-created approval at once. At most two reads happen here (the approval, then its contract or proposal); OpenTrain's
 //! answer is kept between them so a retried context fetch does not read the approval again.
 
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub struct Verifier {
     pub metrics: Arc<Metrics>,
     /// How long one verification may take: see [`Verifier::lease`].
     pub lease: Lease,
+    /// `opentrain.not_found_secs`: how long a 404 is read again before rejecting.
+    pub not_found_for: Duration,
 }
 
 impl Verifier {
@@ -128,10 +131,20 @@ impl Verifier {
                     a
                 }
                 Err(UpstreamError::NotFound { .. }) => {
-                    return VerifyOutcome::Rejected {
-                        reason:
-                            "OpenTrain does not know this approval (404 for countersign's token)"
-                                .into(),
+                    return match not_found_wait(job.attempts, self.not_found_for) {
+                        Some(wait) => VerifyOutcome::Retry {
+                            at: now_ms() + wait.as_millis() as i64,
+                            error:
+                                "OpenTrain does not show this approval yet (404); reading it again"
+                                    .into(),
+                        },
+                        None => VerifyOutcome::Rejected {
+                            reason: format!(
+                                "OpenTrain does not know this approval (404 for countersign's \
+                                 token, {} reads over {:?})",
+                                job.attempts, self.not_found_for
+                            ),
+                        },
                     };
                 }
                 Err(e) => {
@@ -270,6 +283,21 @@ fn str_at(v: &Value, path: &[&str]) -> Option<String> {
     cur.as_str().map(String::from)
 }
 
+/// How many reads a 404 at verification gets before the approval is rejected.
+pub const NOT_FOUND_READS: u32 = 7;
+
+/// How long to wait after the `attempts`-th read answered 404, or `None` to reject now. OpenTrain
+/// may not show a just-created approval at once (and a wrong token answers 404 too), so a 404 is
+/// read again, doubling: for the default `window` of two minutes at 2, 4, 8, 16, 32 and 60 s,
+/// seven reads in all.
+pub fn not_found_wait(attempts: u32, window: Duration) -> Option<Duration> {
+    (attempts < NOT_FOUND_READS).then(|| {
+        (window / 60)
+            .saturating_mul(1 << attempts.saturating_sub(1).min(16))
+            .min(window / 2)
+    })
+}
+
 /// When to try a failed OpenTrain call again: as OpenTrain asks, after a backoff, or (when the
 /// token itself was refused) after a long pause, with one clear reason recorded.
 pub fn retry_at(e: &UpstreamError, attempts: u32) -> i64 {
@@ -290,5 +318,27 @@ fn retry(e: &UpstreamError, attempts: u32) -> VerifyOutcome {
     VerifyOutcome::Retry {
         at: retry_at(e, attempts),
         error: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_404_is_read_again_for_about_two_minutes_before_rejecting() {
+        let window = Duration::from_secs(120);
+        let waits: Vec<Duration> = (1..).map_while(|a| not_found_wait(a, window)).collect();
+        assert!(waits.len() + 1 >= 4, "at least four reads before rejecting");
+        let total: Duration = waits.iter().sum();
+        assert!(
+            total >= Duration::from_secs(100) && total <= Duration::from_secs(180),
+            "about two minutes, not {total:?}"
+        );
+        assert!(
+            waits.windows(2).all(|w| w[0] <= w[1]),
+            "never sooner than before"
+        );
+        assert_eq!(not_found_wait(NOT_FOUND_READS, window), None);
     }
 }

@@ -8,7 +8,7 @@
 //! client: an expiry nobody reads emits no event, a superseded hire gets a status outside the
 //! documented enum, garbage cursors are refused.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -133,6 +133,10 @@ struct State {
     answers: Vec<RecordedAnswer>,
     /// `(METHOD, exact path)` → scripted answer.
     raw_routes: HashMap<(String, String), RawRoute>,
+    /// Approvals that answer 404 while still existing (not yet visible, or visibility flipping).
+    hidden: HashSet<String>,
+    /// How far OpenTrain's clock lags the real one: lazy expiry happens this much later.
+    clock_behind: chrono::Duration,
 }
 
 /// A non-2xx answer; rendered as the §6.3 envelope once a request id is drawn.
@@ -188,6 +192,8 @@ impl FakeOpenTrain {
             requests: Vec::new(),
             answers: Vec::new(),
             raw_routes: HashMap::new(),
+            hidden: HashSet::new(),
+            clock_behind: chrono::Duration::zero(),
         };
         state.owner_user_id = state.new_id("usr");
         state.organization_id = state.new_id("org");
@@ -430,6 +436,30 @@ impl FakeOpenTrain {
     /// Drops an approval; later GETs answer 404.
     pub fn forget_approval(&self, id: &str) {
         self.lock().approvals.remove(id);
+    }
+
+    /// Hides (`false`) or shows again (`true`) an approval that still exists: while hidden, its
+    /// `GET` answers 404, as for an approval OpenTrain does not show yet.
+    pub fn set_visible(&self, id: &str, visible: bool) {
+        let mut st = self.lock();
+        if visible {
+            st.hidden.remove(id);
+        } else {
+            st.hidden.insert(id.to_string());
+        }
+    }
+
+    /// Replaces the one accepted bearer token: revoke countersign's by setting another, restore
+    /// it by setting it back. Every request with the old token then answers 401.
+    pub fn set_token(&self, token: &str) {
+        self.lock().token = token.to_string();
+    }
+
+    /// Makes OpenTrain's clock lag the real one by `behind`: a pending approval read after its
+    /// `expiresAt` stays pending until OpenTrain's own clock passes it.
+    pub fn set_clock_behind(&self, behind: Duration) {
+        self.lock().clock_behind =
+            chrono::Duration::from_std(behind).expect("FakeOpenTrain: a clock lag that fits");
     }
 
     /// Scopes reported by `/auth/me` (default `["payments:read", "proposals:read"]`). Other
@@ -716,7 +746,10 @@ impl State {
     // --- reads ---------------------------------------------------------------------------------
 
     fn get_approval(&mut self, id: &str) -> ApiResult {
-        self.expire_if_due(id, Utc::now());
+        if self.hidden.contains(id) {
+            return Err(not_found("approvals", "approvalId", id));
+        }
+        self.expire_if_due(id, Utc::now() - self.clock_behind);
         match self.approvals.get(id) {
             Some(a) => Ok((StatusCode::OK, json!({ "approval": a.json }))),
             None => Err(not_found("approvals", "approvalId", id)),

@@ -2,13 +2,19 @@
 //!
 //! Invariants: **at least once** — a delivery is done only when its outcome is recorded, so a
 //! crash between the send and the record repeats one message and never loses one; `due` is kept
-//! true exactly while a delivery has work left ([`refresh_due`] is the only place that decides).
+//! true exactly while a delivery has work left ([`refresh_due`] is the only place that decides);
+//! a `failed` delivery (refused by the chat for good) still has its work and is tried again on a
+//! slow schedule, so fixing the cause is enough.
 
 use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::{Queue, Store, StoreError, Unreadable, column, decode, stored_id};
+
+/// A delivery whose approval cannot be read is tried again this much later (a restart, or a
+/// repair by re-submitting, comes sooner).
+const UNREADABLE_RETRY_MS: i64 = 3_600_000;
 use crate::approval::{AgentContext, ApprovalId, MoneyContext, Status, WireApproval};
 
 impl Store {
@@ -28,7 +34,8 @@ impl Store {
                 Ok(c.query_row(
                     "UPDATE deliveries SET lease_until = ?3, attempts = attempts + 1
                      WHERE rowid = (SELECT rowid FROM deliveries
-                                    WHERE channel = ?1 AND due = 1 AND state = 'active'
+                                    WHERE channel = ?1 AND due = 1
+                                      AND state IN ('active', 'failed')
                                       AND run_after <= ?2 AND lease_until <= ?2
                                     ORDER BY run_after, rowid LIMIT 1)
                      RETURNING approval_id, message_ref, attempts, shown_version, reminded_seq",
@@ -76,9 +83,9 @@ impl Store {
                 self.write(move |c| {
                     c.execute(
                         "UPDATE deliveries SET state = 'failed', last_error = ?3, lease_until = 0,
-                            updated_at = ?4
+                            run_after = ?4 + ?5, updated_at = ?4
                          WHERE approval_id = ?1 AND channel = ?2",
-                        params![row.id, channel, row.reason, now],
+                        params![row.id, channel, row.reason, now, UNREADABLE_RETRY_MS],
                     )?;
                     refresh_due(c, &row.id, Some(channel))?;
                     Ok(())
@@ -112,7 +119,7 @@ impl Store {
                         "UPDATE deliveries SET message_ref = ?3, shown_version = ?4,
                             reminded_seq = ?5, posted_at = COALESCE(posted_at, ?6),
                             updated_at = ?6, lease_until = 0, run_after = 0, attempts = 0,
-                            last_error = NULL, last_rang = ?7
+                            last_error = NULL, last_rang = ?7, state = 'active'
                          WHERE approval_id = ?1 AND channel = ?2",
                         params![
                             approval_id,
@@ -127,7 +134,7 @@ impl Store {
                 }
                 DeliveryOutcome::Edited { version } => {
                     c.execute(
-                        "UPDATE deliveries SET shown_version = ?3, updated_at = ?4,
+                        "UPDATE deliveries SET shown_version = ?3, updated_at = ?4, state = 'active',
                             lease_until = 0, run_after = 0, attempts = 0, last_error = NULL
                          WHERE approval_id = ?1 AND channel = ?2",
                         params![approval_id, channel, version, now],
@@ -135,7 +142,7 @@ impl Store {
                 }
                 DeliveryOutcome::Reminded { seq, rang } => {
                     c.execute(
-                        "UPDATE deliveries SET reminded_seq = ?3, updated_at = ?4,
+                        "UPDATE deliveries SET reminded_seq = ?3, updated_at = ?4, state = 'active',
                             lease_until = 0, run_after = 0, attempts = 0, last_error = NULL,
                             last_rang = COALESCE(?5, last_rang)
                          WHERE approval_id = ?1 AND channel = ?2",
@@ -150,18 +157,26 @@ impl Store {
                         params![approval_id, channel, at, error, now],
                     )?;
                 }
+                DeliveryOutcome::Refused { at, error } => {
+                    c.execute(
+                        "UPDATE deliveries SET state = 'failed', run_after = ?3, last_error = ?4,
+                            lease_until = 0, updated_at = ?5
+                         WHERE approval_id = ?1 AND channel = ?2",
+                        params![approval_id, channel, at, error, now],
+                    )?;
+                }
+                DeliveryOutcome::Held { until, error } => {
+                    c.execute(
+                        "UPDATE deliveries SET run_after = ?3, hold_until = ?3, last_error = ?4,
+                            lease_until = 0, updated_at = ?5
+                         WHERE approval_id = ?1 AND channel = ?2",
+                        params![approval_id, channel, until, error, now],
+                    )?;
+                }
                 DeliveryOutcome::Gone { error } => {
                     c.execute(
                         "UPDATE deliveries SET state = 'gone', due = 0, last_error = ?3,
                             lease_until = 0, updated_at = ?4
-                         WHERE approval_id = ?1 AND channel = ?2",
-                        params![approval_id, channel, error, now],
-                    )?;
-                }
-                DeliveryOutcome::Failed { error } => {
-                    c.execute(
-                        "UPDATE deliveries SET state = 'failed', last_error = ?3, lease_until = 0,
-                            updated_at = ?4
                          WHERE approval_id = ?1 AND channel = ?2",
                         params![approval_id, channel, error, now],
                     )?;
@@ -173,12 +188,29 @@ impl Store {
         .await
     }
 
+    /// The approval as a card shows it now: a delivery that waited for the chat's pace renders
+    /// what is true after the wait, not what was when it was claimed. `None` when it is gone
+    /// or cannot be decoded (the claimed record is then used).
+    pub async fn approval_record(
+        &self,
+        id: &ApprovalId,
+    ) -> Result<Option<ApprovalRecord>, StoreError> {
+        let id = id.clone();
+        self.read(move |c| {
+            Ok(match load_record_if_present(c, &id)? {
+                Some(Ok(record)) => Some(record),
+                _ => None,
+            })
+        })
+        .await
+    }
+
     /// The earliest time a delivery on `channel` becomes claimable, if any is waiting.
     pub async fn next_delivery_at(&self, channel: &'static str) -> Result<Option<i64>, StoreError> {
         self.read(move |c| {
             Ok(c.query_row(
                 "SELECT MIN(MAX(run_after, lease_until)) FROM deliveries
-                 WHERE channel = ?1 AND due = 1 AND state = 'active'",
+                 WHERE channel = ?1 AND due = 1 AND state IN ('active', 'failed')",
                 [channel],
                 |r| r.get(0),
             )?)
@@ -220,7 +252,7 @@ pub(super) fn refresh_due(
 ) -> Result<(), StoreError> {
     c.execute(
         "UPDATE deliveries SET due = (
-             state = 'active' AND (
+             state IN ('active', 'failed') AND (
                  message_ref IS NULL
                  OR shown_version < (SELECT version FROM approvals WHERE id = ?1)
                  OR (reminded_seq < (SELECT reminder_seq FROM approvals WHERE id = ?1)
@@ -312,14 +344,23 @@ pub enum DeliveryOutcome {
         /// Whether a reminder was sent and rang; `None` when none was sent (caught up).
         rang: Option<bool>,
     },
+    /// Try again at `at` (a transient failure, or a permanent one retried slowly).
     Retry {
         at: i64,
         error: String,
     },
-    Gone {
+    /// The chat refused it for good (a blocked bot, a permission removed): shown as `failed`,
+    /// and tried again at `at`, slowly, until it goes through.
+    Refused {
+        at: i64,
         error: String,
     },
-    Failed {
+    /// The chat answered 429: nothing goes to it before `until`, whatever changes meanwhile.
+    Held {
+        until: i64,
+        error: String,
+    },
+    Gone {
         error: String,
     },
 }
@@ -336,6 +377,17 @@ fn load_record(
          FROM approvals WHERE id = ?1",
     )?;
     Ok(stmt.query_row([id], |r| Ok(decode_record(r, id)))?)
+}
+
+fn load_record_if_present(
+    c: &Connection,
+    id: &ApprovalId,
+) -> Result<Option<Result<ApprovalRecord, String>>, StoreError> {
+    match load_record(c, id) {
+        Ok(r) => Ok(Some(r)),
+        Err(StoreError::Sqlite(rusqlite::Error::QueryReturnedNoRows)) => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 fn decode_record(r: &rusqlite::Row, id: &ApprovalId) -> Result<ApprovalRecord, String> {

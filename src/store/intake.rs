@@ -13,11 +13,13 @@ impl Store {
     /// Stores a new submission, or reports the one already stored under that id. Exactly one of
     /// any number of concurrent submissions of the same id is new: the writer is serial. An
     /// approval set aside as `failed` (its stored record could not be read) is stored again from
-    /// this submission and verified afresh: re-submitting is how an operator repairs one.
+    /// this submission and verified afresh: re-submitting is how an operator repairs one. So is a
+    /// `rejected` one (OpenTrain may show it now, or countersign's token was wrong then).
     pub async fn insert_submission(&self, sub: NewSubmission) -> Result<Inserted, StoreError> {
         // Encoded here, not on the writer thread, which every write waits for.
         let submitted = serde_json::to_string(&sub.approval)?;
         let agent = serde_json::to_string(&sub.agent)?;
+        let inserted_id = sub.approval.id.clone();
         let inserted = self
             .write(move |c| {
                 let stored: Option<String> = c
@@ -33,7 +35,7 @@ impl Store {
                             expires_at = excluded.expires_at, reason = NULL, run_after = 0,
                             attempts = 0, lease_until = 0, version = version + 1,
                             updated_at = excluded.updated_at
-                         WHERE approvals.phase = 'failed'
+                         WHERE approvals.phase = 'failed' OR approvals.status = 'rejected'
                          RETURNING status",
                     )?
                     .query_row(
@@ -61,6 +63,8 @@ impl Store {
             })
             .await?;
         if inserted.new {
+            // A re-verified `rejected` one changed status: wake whoever waits on it.
+            self.inner.signals.status_changed(&inserted_id);
             self.inner.signals.verify.notify_one();
         }
         Ok(inserted)

@@ -127,6 +127,11 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE deliveries ADD COLUMN last_rang INTEGER;
     "#,
+    // 5: a chat's 429 hold, kept apart from run_after: a status change or a reminder makes a
+    // delivery due at once (run_after drops to the hold), but never sooner than the chat allows.
+    r#"
+    ALTER TABLE deliveries ADD COLUMN hold_until INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 use rusqlite::Connection;
@@ -150,4 +155,41 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_v3_store_migrates_and_keeps_its_deliveries() {
+        let mut c = Connection::open_in_memory().unwrap();
+        let tx = c.transaction().unwrap();
+        for sql in &MIGRATIONS[..3] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.pragma_update(None, "user_version", 3).unwrap();
+        tx.execute_batch(
+            "INSERT INTO approvals (id, kind, status, phase, submitted_json, agent_json,
+                 received_at, updated_at)
+             VALUES ('apr_1', 'milestone_fund', 'pending', 'track', '{}', '{}', 1, 1);
+             INSERT INTO deliveries (approval_id, channel, state, run_after, updated_at)
+             VALUES ('apr_1', 'telegram', 'active', 42, 1)",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+        migrate(&mut c).unwrap();
+        let version: i64 = c
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        let (run_after, hold): (i64, i64) = c
+            .query_row(
+                "SELECT run_after, hold_until FROM deliveries WHERE approval_id = 'apr_1'",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!((run_after, hold), (42, 0));
+    }
 }

@@ -3,10 +3,11 @@
 //! Invariants: a doorbell is never lost — the cursor moves in the same transaction as the rings
 //! of its page, and `recheck` counts the rings until a recorded read answers them, so a ring
 //! during the read, or a read that dies with its process, leaves the doorbell ringing; a status
-//! change bumps the approval's version, which makes every delivery due for an edit; a reminder
-//! threshold fires once, however often the daemon restarts. A doorbell is deferred, never
-//! dropped: after a read, the next one waits [`READ_SPACING`], so however often an agent (or a
-//! hostile one) rings, an approval costs at most one OpenTrain read per few seconds.
+//! change bumps the approval's version, which makes every delivery due for an edit (at once, but
+//! never inside a chat's 429 hold); a reminder threshold fires once, however often the daemon
+//! restarts. A doorbell is deferred, never dropped: after a read, the next one waits
+//! [`READ_SPACING`], so however often an agent (or a hostile one) rings, an approval costs at
+//! most one OpenTrain read per few seconds.
 
 use std::time::Duration;
 
@@ -61,6 +62,34 @@ impl Store {
                     )?;
                 }
                 Ok(rung)
+            })
+            .await?;
+        if rung > 0 {
+            self.inner.signals.reads.notify_one();
+        }
+        Ok(rung)
+    }
+
+    /// Starts the ledger again after OpenTrain refused the cursor: the next poll asks without one.
+    pub async fn forget_cursor(&self) -> Result<(), StoreError> {
+        self.write(|c| {
+            c.execute("DELETE FROM kv WHERE key = 'updates_cursor'", [])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Rings every tracked approval's doorbell once: after the ledger broke (a refused cursor, an
+    /// event that did not decode, a long outage) any of them may have been resolved unseen.
+    /// Returns how many were rung.
+    pub async fn ring_all_tracked(&self, now: i64) -> Result<usize, StoreError> {
+        let rung = self
+            .write(move |c| {
+                Ok(c.execute(
+                    "UPDATE approvals SET recheck = recheck + 1, updated_at = ?1
+                     WHERE phase = 'track'",
+                    [now],
+                )?)
             })
             .await?;
         if rung > 0 {
@@ -127,6 +156,7 @@ impl Store {
                     status,
                     terminal,
                     next_read_at,
+                    backing_off,
                 } => {
                     let old: String =
                         c.query_row("SELECT status FROM approvals WHERE id = ?1", [&id], |r| {
@@ -141,8 +171,8 @@ impl Store {
                                 next_reminder_at = CASE WHEN ?3 = 'done' THEN NULL
                                                         ELSE next_reminder_at END,
                                 version = version + ?7,
-                                lease_until = 0, run_after = ?10, attempts = 0, reason = NULL,
-                                updated_at = ?8
+                                attempts = CASE WHEN ?10 AND NOT ?7 THEN attempts ELSE 0 END,
+                                lease_until = 0, run_after = ?11, reason = NULL, updated_at = ?8
                              WHERE id = ?1",
                         params![
                             id,
@@ -157,12 +187,13 @@ impl Store {
                             changed as i64,
                             now,
                             rang,
+                            backing_off && !terminal,
                             now + READ_SPACING.as_millis() as i64,
                         ],
                     )?;
                     if changed {
                         c.execute(
-                            "UPDATE deliveries SET run_after = 0, updated_at = ?2
+                            "UPDATE deliveries SET run_after = hold_until, updated_at = ?2
                              WHERE approval_id = ?1 AND state = 'active'",
                             params![id, now],
                         )?;
@@ -238,7 +269,8 @@ impl Store {
                         params![id, seq, next, now],
                     )?;
                     c.execute(
-                        "UPDATE deliveries SET run_after = 0 WHERE approval_id = ?1",
+                        "UPDATE deliveries SET run_after = hold_until
+                         WHERE approval_id = ?1 AND state = 'active'",
                         [id],
                     )?;
                     refresh_due(c, id, None)?;
@@ -330,6 +362,9 @@ pub enum ReadOutcome {
         status: Status,
         terminal: bool,
         next_read_at: Option<i64>,
+        /// The next read backs off (past `expiresAt`, an unknown status): the attempts keep
+        /// counting, so the waits grow, unless the status changed.
+        backing_off: bool,
     },
     Retry {
         at: i64,

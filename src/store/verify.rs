@@ -126,7 +126,7 @@ impl Store {
                             "UPDATE approvals SET status = ?2, phase = ?3, upstream_json = ?4,
                                 context_json = ?5, kind = ?6, proposal_id = ?7, expires_at = ?8,
                                 resolved_at = ?9, next_read_at = ?10, reason = NULL,
-                                lease_until = 0, run_after = 0, updated_at = ?11,
+                                lease_until = 0, run_after = 0, attempts = 0, updated_at = ?11,
                                 created_at = ?12, reminder_seq = ?13, next_reminder_at = ?14
                              WHERE id = ?1",
                             params![

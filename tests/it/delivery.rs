@@ -163,29 +163,6 @@ async fn a_deleted_message_is_never_reposted() {
     );
 }
 
-#[tokio::test]
-async fn an_owner_who_blocked_the_bot_fails_once_without_a_retry_loop() {
-    let app = spawn_app().await;
-    app.telegram.block(CHAT);
-    let body = app.fund_request("ctr_1", "ms_1");
-    let id = approval_id(&body);
-    assert_eq!(app.submit(&body).await.0, 202);
-    let view = eventually("the delivery is marked failed", || async {
-        let v = app.approval(&id).await;
-        (v["deliveries"][0]["state"] == "failed").then_some(v)
-    })
-    .await;
-    assert!(
-        view["deliveries"][0]["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("blocked"),
-        "{view}"
-    );
-    settle().await;
-    assert_eq!(app.telegram.count("sendMessage"), 1);
-}
-
 fn record(id: &str, status: Status) -> ApprovalRecord {
     let wire: WireApproval = serde_json::from_value(json!({
         "id": id, "type": "milestone_fund", "status": status.as_str(),

@@ -123,7 +123,7 @@ async fn webhook_with_a_bad_or_stale_signature_gets_400_and_changes_nothing() {
         assert_eq!(answer["error"], "bad_signature", "{what}");
         assert!(!answer.to_string().contains(WEBHOOK_SECRET));
     }
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(
         app.opentrain.count("GET", "/api/public/v1/approvals/"),
         reads_before,
@@ -164,7 +164,7 @@ async fn webhook_retries_of_one_delivery_are_deduplicated() {
     .await;
     assert_eq!(again.0, 200, "a retry is acknowledged");
     assert_eq!(again.1["duplicate"], true);
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(
         app.opentrain.count("GET", "/api/public/v1/approvals/"),
         reads
@@ -303,7 +303,7 @@ async fn quiet_app() -> TestApp {
         (app.opentrain.count("GET", "/api/public/v1/updates") >= 1).then_some(())
     })
     .await;
-    settle().await;
+    // Faults are drawn as requests arrive: the poll that has arrived can no longer take one.
     app
 }
 
@@ -397,4 +397,139 @@ async fn a_burst_of_200_approvals_is_delivered_in_full_without_429s() {
             "{id}"
         );
     }
+}
+
+/// One delivery's schedule as the store holds it: (state, run_after, hold_until, updated_at).
+fn delivery_row(app: &TestApp, id: &str) -> Option<(String, i64, i64, i64)> {
+    let db = rusqlite::Connection::open(&app.store_path).ok()?;
+    db.busy_timeout(Duration::from_secs(5)).ok()?;
+    db.query_row(
+        "SELECT state, run_after, hold_until, updated_at FROM deliveries
+         WHERE approval_id = ?1 AND lease_until = 0",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+    )
+    .ok()
+}
+
+#[tokio::test]
+async fn a_message_the_chat_refused_is_posted_once_the_cause_is_fixed_without_a_restart() {
+    let app = spawn_app().await;
+    app.telegram.block(CHAT);
+    let body = app.fund_request("ctr_1", "ms_1");
+    let id = approval_id(&body);
+    assert_eq!(app.submit(&body).await.0, 202);
+    let view = eventually("the refusal is recorded", || async {
+        let v = app.approval(&id).await;
+        v["deliveries"][0]["last_error"].is_string().then_some(v)
+    })
+    .await;
+    assert!(
+        view["deliveries"][0]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("blocked"),
+        "{view}"
+    );
+    // Not given up on (it stays due), and not hammered either: the next try is about a minute out.
+    let (state, run_after, _, refused_at) = delivery_row(&app, &id).unwrap();
+    assert_eq!(state, "failed", "shown as failed while refused");
+    let wait = run_after - refused_at;
+    assert!((30_000..=60_000).contains(&wait), "next try in {wait} ms");
+    // The owner unblocks the bot; about a minute later the message arrives, no restart needed.
+    app.telegram.unblock(CHAT);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while app.telegram.messages(CHAT).is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "never retried");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        app.telegram.count("sendMessage"),
+        2,
+        "one refused, one delivered: no retry loop"
+    );
+}
+
+#[tokio::test]
+async fn a_chats_429_hold_outlives_a_status_change() {
+    let app = spawn_app().await;
+    let body = app.fund_request("ctr_1", "ms_1");
+    let id = approval_id(&body);
+    assert_eq!(app.submit(&body).await.0, 202);
+    messages(&app, 1).await;
+    // A status OpenTrain has not resolved makes an edit due; the chat answers it with a long 429.
+    app.telegram.force_retry_after("editMessageText", 1, 3600);
+    app.opentrain
+        .set_approval_field(&id, "status", json!("on_hold"));
+    app.opentrain
+        .push_event("approval.confirmed", &id, json!({"approvalId": id}));
+    let (_, _, hold, _) = eventually("the 429 hold is stored", || async {
+        delivery_row(&app, &id).filter(|(_, _, hold, _)| *hold > 0)
+    })
+    .await;
+    // The status changes again: the edit is due at once, but not before the chat allows.
+    app.opentrain
+        .set_approval_field(&id, "status", json!("pending"));
+    app.opentrain
+        .push_event("approval.confirmed", &id, json!({"approvalId": id}));
+    eventually("the change back is read", || async {
+        (app.approval(&id).await["status"] == "pending").then_some(())
+    })
+    .await;
+    let (_, run_after, _, _) = delivery_row(&app, &id).unwrap();
+    assert!(
+        run_after >= hold,
+        "the hold was wiped: {run_after} < {hold}"
+    );
+    assert_eq!(
+        app.telegram.count("editMessageText"),
+        1,
+        "sent inside the hold"
+    );
+}
+
+#[tokio::test]
+async fn a_card_held_back_by_a_429_shows_the_approval_as_it_is_when_sent() {
+    let app = spawn_app().await;
+    let first = app.fund_request("ctr_1", "ms_1");
+    let second = app.fund_request("ctr_2", "ms_2");
+    // The chat holds the first post back for a while; the other waits behind the hold.
+    app.telegram.force_retry_after("sendMessage", 1, 8);
+    assert_eq!(app.submit(&first).await.0, 202);
+    assert_eq!(app.submit(&second).await.0, 202);
+    let ids = [approval_id(&first), approval_id(&second)];
+    let held = eventually("a post answered 429", || async {
+        for id in &ids {
+            let v = app.approval(id).await;
+            if v["deliveries"][0]["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("rate limited"))
+            {
+                return Some(id.clone());
+            }
+        }
+        None
+    })
+    .await;
+    let waiting = ids.iter().find(|id| **id != held).unwrap();
+    // While it waits, the owner declines it on OpenTrain.
+    app.opentrain.resolve(waiting, "declined", None);
+    eventually("the decline is read", || async {
+        (app.approval(waiting).await["status"] == "declined").then_some(())
+    })
+    .await;
+    messages(&app, 2).await;
+    no_due_work(&app).await;
+    let shown = app
+        .telegram
+        .messages(CHAT)
+        .into_iter()
+        .find(|m| m.text.contains(waiting.as_str()))
+        .unwrap();
+    assert!(shown.text.contains("Declined"), "{}", shown.text);
+    assert_eq!(
+        app.telegram.count("editMessageText"),
+        0,
+        "posted as it was when claimed, then corrected"
+    );
 }

@@ -414,6 +414,7 @@ async fn a_doorbell_outlives_a_read_that_never_finished_and_a_ring_during_the_re
         status: Status::Pending,
         terminal: false,
         next_read_at: None,
+        backing_off: false,
     };
     let lease = Duration::from_secs(60);
     assert_eq!(ring().await.unwrap(), 1);
@@ -617,7 +618,7 @@ async fn a_v2_store_is_migrated_and_serves_its_approvals() {
     let version: i64 = c
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 4);
+    assert_eq!(version, 5);
     let redundant: i64 = c
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE name = 'approvals_phase_run'",

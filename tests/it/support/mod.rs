@@ -121,7 +121,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     };
     let toml = format!(
         "[hook]\nlisten = \"127.0.0.1:0\"\ntoken = \"{HOOK_TOKEN}\"\n\
-         [opentrain]\napi_url = \"{}\"\napp_url = \"{APP_URL}\"\ntoken = \"{OT_TOKEN}\"\npoll_interval_secs = {}\nrequest_timeout_secs = 5\n\
+         [opentrain]\napi_url = \"{}\"\napp_url = \"{APP_URL}\"\ntoken = \"{OT_TOKEN}\"\npoll_interval_secs = {}\nrequest_timeout_secs = 5\nnot_found_secs = 3\n\
          [store]\npath = \"{}\"\n\
          [console]\nenabled = false\n\
          {telegram_toml}{discord_toml}{proxy_toml}{}",
@@ -309,6 +309,30 @@ pub async fn messages(app: &TestApp, n: usize) -> Vec<countersign_fakes::telegra
         (m.len() >= n).then_some(m)
     })
     .await
+}
+
+/// Waits until the store has no work due: no doorbell unanswered, no read past its time, nothing
+/// waiting for verification, no delivery due, no claim in flight. After that, nothing happens
+/// until something rings or a scheduled time comes: assert what did *not* happen here, not after
+/// a sleep.
+pub async fn no_due_work(app: &TestApp) {
+    let db = rusqlite::Connection::open(&app.store_path).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    eventually("no work due in the store", || async {
+        let now = chrono::Utc::now().timestamp_millis();
+        let due: i64 = db
+            .query_row(
+                "SELECT (SELECT COUNT(*) FROM approvals
+                         WHERE recheck > 0 OR lease_until > 0 OR phase = 'verify'
+                            OR (phase = 'track' AND next_read_at <= ?1))
+                      + (SELECT COUNT(*) FROM deliveries WHERE due = 1 OR lease_until > 0)",
+                [now],
+                |r| r.get(0),
+            )
+            .ok()?;
+        (due == 0).then_some(())
+    })
+    .await;
 }
 
 /// Lets background work that should *not* happen have a fair chance to happen.
