@@ -38,8 +38,16 @@ pub const HEALTH_FRESH: Duration = Duration::from_secs(30);
 pub(super) struct WriterHealth {
     last_ok: AtomicI64,
     last_err: AtomicI64,
-    /// The last probe write `/healthz` made: when, and how it went.
-    probe: tokio::sync::Mutex<Option<(i64, Result<(), String>)>>,
+    /// The last probe write `/healthz` made.
+    probe: tokio::sync::Mutex<Option<Probe>>,
+}
+
+/// A probe write: when it was made, the writer's `last_err` just after it (a failure after the
+/// probe makes its answer stale), and how it went.
+struct Probe {
+    at: i64,
+    err_then: i64,
+    result: Result<(), String>,
 }
 
 impl WriterHealth {
@@ -101,14 +109,19 @@ impl Store {
         }
         // One probe at a time; callers meanwhile get its answer.
         let mut probe = health.probe.lock().await;
-        if let Some((at, result)) = &*probe
-            && now - at < fresh
-            && now >= *at
+        if let Some(p) = &*probe
+            && now - p.at < fresh
+            && now >= p.at
+            && health.last_err.load(Ordering::Relaxed) == p.err_then
         {
-            return result.clone().map_err(StoreError::Commit);
+            return p.result.clone().map_err(StoreError::Commit);
         }
         let result = self.healthcheck(now).await;
-        *probe = Some((now, result.as_ref().map(|_| ()).map_err(|e| e.to_string())));
+        *probe = Some(Probe {
+            at: now,
+            err_then: health.last_err.load(Ordering::Relaxed),
+            result: result.as_ref().map(|_| ()).map_err(|e| e.to_string()),
+        });
         result
     }
 
@@ -154,9 +167,7 @@ pub(super) fn writer_loop(
                 Err(_) => break,
             }
         }
-        let outcome = run_batch(&conn, &mut batch);
-        health.record(outcome.is_ok());
-        match outcome {
+        match run_batch(&conn, &mut batch, health) {
             Ok(()) => {
                 let failed = failures.recovered();
                 if failed > 0 {
@@ -191,13 +202,16 @@ pub(super) fn writer_loop(
 
 /// Runs one batch in one transaction and answers each of its writes. Err says why the batch
 /// as a whole failed (each write has already been told).
-fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Result<(), String> {
+/// The outcome is recorded in `health` before any write is answered, so whoever is answered
+/// sees it there.
+fn run_batch(conn: &Connection, batch: &mut Vec<Job>, health: &WriterHealth) -> Result<(), String> {
     // A connection left inside a transaction (a failed commit whose rollback failed too) cannot
     // begin another; try to end it first.
     if !conn.is_autocommit() {
         let _ = conn.execute_batch("ROLLBACK");
     }
     if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        health.record(false);
         let why = e.to_string();
         for job in batch.drain(..) {
             // The job does not run; it answers with the reason.
@@ -229,6 +243,7 @@ fn run_batch(conn: &Connection, batch: &mut Vec<Job>) -> Result<(), String> {
         let _ = conn.execute_batch("ROLLBACK");
         e.to_string()
     });
+    health.record(commit.is_ok());
     for reply in replies {
         reply(commit.clone().map_err(StoreError::Commit));
     }
