@@ -57,6 +57,16 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// A 400 for a request axum could not extract (its own rejection is plain text; every error
+    /// here has the JSON shape).
+    fn unreadable(code: &'static str, what: &str, why: String) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            code,
+            format!("the {what} is not valid: {why}"),
+        )
+    }
+
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
@@ -422,13 +432,8 @@ async fn list(
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
     // axum's own rejection is plain text; every error here has the JSON shape.
-    let Query(q) = query.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_query",
-            format!("the query string is not valid: {}", e.body_text()),
-        )
-    })?;
+    let Query(q) =
+        query.map_err(|e| ApiError::unreadable("bad_query", "query string", e.body_text()))?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let views = state
         .store
@@ -446,13 +451,7 @@ async fn show(
     query: Result<Query<wait::ShowQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     authorize(&state, &headers)?;
-    let Path(id) = path.map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "bad_path",
-            format!("the path is not valid: {}", e.body_text()),
-        )
-    })?;
+    let Path(id) = path.map_err(|e| ApiError::unreadable("bad_path", "path", e.body_text()))?;
     let wait = wait::requested(query)?;
     let id =
         ApprovalId::parse(&id).map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "not_found", e))?;
