@@ -134,6 +134,12 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let stop = shutdown.child_token();
         let app_url = settings.opentrain.app_url.clone();
+        // Service notices (§3.8): problems are reported from the OpenTrain client and from
+        // delivery, stored by the keeper, and shown by one board per channel.
+        let (problems, keeper) = crate::notices::start(&store).await?;
+        let opentrain = opentrain.reporting_to(problems.clone());
+        let notices_changed = keeper.subscribe();
+        workers.spawn(crate::notices::keep(keeper, store.clone(), stop.clone()));
         let for_delivery = DeliveryShared {
             store: store.clone(),
             app_url: app_url.clone(),
@@ -142,6 +148,9 @@ impl App {
                 reminders: settings.reminders.clone(),
             },
             metrics: metrics.clone(),
+            problems,
+            notices_after: settings.notices_after,
+            notices_changed,
         };
 
         let mut channels: Vec<&'static str> = Vec::new();
@@ -274,6 +283,9 @@ struct DeliveryShared {
     app_url: String,
     owner_time: OwnerTime,
     metrics: Arc<Metrics>,
+    problems: crate::notices::Problems,
+    notices_after: Duration,
+    notices_changed: tokio::sync::watch::Receiver<()>,
 }
 
 fn spawn_delivery<N: Notifier>(
@@ -283,6 +295,16 @@ fn spawn_delivery<N: Notifier>(
     pacer: Pacer,
     shared: &DeliveryShared,
 ) {
+    let notifier = Arc::new(notifier);
+    let board = crate::notices::NoticeBoard {
+        notifier: notifier.clone(),
+        store: shared.store.clone(),
+        pacer: pacer.clone(),
+        after: shared.notices_after,
+        zone: shared.owner_time.owner.zone.clone(),
+        changed: shared.notices_changed.clone(),
+    };
+    workers.spawn(board.run(stop.clone()));
     let delivery = Delivery {
         notifier,
         store: shared.store.clone(),
@@ -290,6 +312,7 @@ fn spawn_delivery<N: Notifier>(
         metrics: shared.metrics.clone(),
         pacer,
         owner_time: shared.owner_time.clone(),
+        problems: shared.problems.clone(),
     };
     workers.spawn(delivery.run(stop.clone()));
 }

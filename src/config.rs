@@ -147,6 +147,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// The owner's time zone and quiet hours (§3.6).
     pub owner: crate::quiet::Owner,
+    /// How long a problem must last before the owner gets a service notice (§3.8).
+    pub notices_after: Duration,
 }
 
 // ---- the raw, serde-facing shape: every key of config.example.toml, nothing else ----
@@ -164,6 +166,7 @@ struct RawSettings {
     proxy: RawProxy,
     log: RawLog,
     owner: RawOwner,
+    notices: RawNotices,
 }
 
 #[derive(Deserialize)]
@@ -329,6 +332,20 @@ impl Default for RawProxy {
             allow_remote: false,
             read_timeout_secs: 30,
             max_connections: 256,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawNotices {
+    after: String,
+}
+
+impl Default for RawNotices {
+    fn default() -> Self {
+        RawNotices {
+            after: "10m".into(),
         }
     }
 }
@@ -908,6 +925,7 @@ impl RawSettings {
                 level: self.log.level,
             },
             owner,
+            notices_after: duration("notices.after", &self.notices.after)?,
         })
     }
 }

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::approval::Status;
 use crate::metrics::Metrics;
+use crate::notices::{Problem, Problems};
 use crate::notify::{Card, MessageRef, Notifier, NotifyError};
 use crate::opentrain::backoff;
 use crate::quiet::OwnerTime;
@@ -44,6 +45,8 @@ pub struct Delivery<N: Notifier> {
     pub pacer: Pacer,
     /// The owner's zone and quiet hours: which posts and reminders ring (§3.6).
     pub owner_time: OwnerTime,
+    /// Told when this chat refuses messages for good, and when it takes them again (§3.8).
+    pub problems: Problems,
 }
 
 impl<N: Notifier> Delivery<N> {
@@ -190,6 +193,16 @@ impl<N: Notifier> Delivery<N> {
                 .chat_errors
                 .with_label_values(&[channel, outcome])
                 .inc();
+        }
+        match &sent {
+            Ok(_) => self.problems.clear(Problem::ChannelRefuses(channel)),
+            Err(NotifyError::Permanent(e)) => {
+                self.problems.raise(Problem::ChannelRefuses(channel), e)
+            }
+            Err(NotifyError::Gone(e)) if job.message_ref.is_none() => {
+                self.problems.raise(Problem::ChannelRefuses(channel), e)
+            }
+            Err(_) => {}
         }
         match sent {
             Ok(outcome) => {

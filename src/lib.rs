@@ -39,6 +39,7 @@ pub mod init;
 pub mod intake;
 pub mod list;
 pub mod metrics;
+pub mod notices;
 pub mod notify;
 pub mod opentrain;
 pub mod outcome;

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::approval::WireApproval;
 use crate::config::{ExposeSecret, OpenTrainSettings, SecretString};
+use crate::notices::Problems;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -165,6 +166,8 @@ pub struct OpenTrain {
     http: reqwest::Client,
     base: Url,
     token: SecretString,
+    /// Told what every answer says about OpenTrain (reachable? token accepted?), for §3.8.
+    problems: Problems,
 }
 
 impl OpenTrain {
@@ -180,7 +183,18 @@ impl OpenTrain {
         if !base.path().ends_with('/') {
             base.set_path(&format!("{}/", base.path()));
         }
-        Ok(OpenTrain { http, base, token })
+        Ok(OpenTrain {
+            http,
+            base,
+            token,
+            problems: Problems::detached(),
+        })
+    }
+
+    /// Reports what every answer says about OpenTrain to `problems` (service notices).
+    pub fn reporting_to(mut self, problems: Problems) -> OpenTrain {
+        self.problems = problems;
+        self
     }
 
     fn url(&self, path: &str) -> Url {
@@ -190,6 +204,12 @@ impl OpenTrain {
     }
 
     async fn get(&self, path: &str, query: &[(&str, String)]) -> Result<Value, UpstreamError> {
+        let answer = self.request(path, query).await;
+        self.problems.opentrain_answered(&answer);
+        answer
+    }
+
+    async fn request(&self, path: &str, query: &[(&str, String)]) -> Result<Value, UpstreamError> {
         let response = self
             .http
             .get(self.url(path))

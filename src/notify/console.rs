@@ -7,7 +7,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{Card, CardState, MessageRef, Notifier, NotifyError};
+use super::{Card, CardState, MessageRef, Notice, Notifier, NotifyError, Span};
 
 #[derive(Default)]
 pub struct Console {
@@ -84,6 +84,31 @@ impl Notifier for Console {
             card.headline, card.link
         ))
     }
+
+    async fn post_notice(&self, notice: &Notice) -> Result<MessageRef, NotifyError> {
+        let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
+        print(&format!("── service notice ──\n{}", notice_text(notice)))?;
+        Ok(MessageRef::new("console", format!("notice-{n}")))
+    }
+
+    async fn edit_notice(&self, message: &MessageRef, notice: &Notice) -> Result<(), NotifyError> {
+        print(&format!("── edit of {message} ──\n{}", notice_text(notice)))
+    }
+}
+
+/// A service notice as plain text; outside text (an error) quoted.
+pub fn notice_text(notice: &Notice) -> String {
+    let mut out = format!("countersign: {}", notice.title());
+    for line in notice.lines() {
+        out.push_str("\n  ");
+        for span in line {
+            match span {
+                Span::Text(t) => out.push_str(&t),
+                Span::Code(c) => out.push_str(&format!("{c:?}")),
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ pub mod telegram_commands;
 use std::future::Future;
 use std::time::Duration;
 
+pub use crate::notices::{Notice, Span};
 pub use render::{Card, CardState, Fact};
 
 /// Where a posted message lives (a chat and a message in it); the store keeps it and hands it
@@ -63,4 +64,65 @@ pub trait Notifier: Send + Sync + 'static {
         message: &MessageRef,
         card: &Card,
     ) -> impl Future<Output = Result<(), NotifyError>> + Send;
+
+    /// Posts a service notice (§3.8): a problem that keeps messages from being true, and its
+    /// fix. It always notifies: the owner has to act.
+    fn post_notice(
+        &self,
+        notice: &Notice,
+    ) -> impl Future<Output = Result<MessageRef, NotifyError>> + Send;
+
+    /// Edits a service notice, e.g. to say that its problem cleared. An edit that changes
+    /// nothing is a success.
+    fn edit_notice(
+        &self,
+        message: &MessageRef,
+        notice: &Notice,
+    ) -> impl Future<Output = Result<(), NotifyError>> + Send;
+}
+
+/// A notifier shared by the channel's delivery and its notice board (one pace, one client).
+impl<N: Notifier> Notifier for std::sync::Arc<N> {
+    fn channel(&self) -> &'static str {
+        (**self).channel()
+    }
+
+    fn min_interval(&self) -> Duration {
+        (**self).min_interval()
+    }
+
+    fn post(&self, card: &Card) -> impl Future<Output = Result<MessageRef, NotifyError>> + Send {
+        (**self).post(card)
+    }
+
+    fn edit(
+        &self,
+        message: &MessageRef,
+        card: &Card,
+    ) -> impl Future<Output = Result<(), NotifyError>> + Send {
+        (**self).edit(message, card)
+    }
+
+    fn remind(
+        &self,
+        message: &MessageRef,
+        card: &Card,
+    ) -> impl Future<Output = Result<(), NotifyError>> + Send {
+        (**self).remind(message, card)
+    }
+
+    fn post_notice(
+        &self,
+        notice: &Notice,
+    ) -> impl Future<Output = Result<MessageRef, NotifyError>> + Send {
+        (**self).post_notice(notice)
+    }
+
+    fn edit_notice(
+        &self,
+        message: &MessageRef,
+        notice: &Notice,
+    ) -> impl Future<Output = Result<(), NotifyError>> + Send {
+        (**self).edit_notice(message, notice)
+    }
 }

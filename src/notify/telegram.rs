@@ -16,7 +16,7 @@ use teloxide::types::{
 use teloxide::{ApiError, RequestError};
 
 use super::render::AmountSource;
-use super::{Card, CardState, MessageRef, Notifier, NotifyError};
+use super::{Card, CardState, MessageRef, Notice, Notifier, NotifyError, Span};
 use crate::config::{ExposeSecret, TelegramSettings};
 use crate::text::html_escape as esc;
 
@@ -192,6 +192,52 @@ impl Notifier for Telegram {
             .map_err(classify)?;
         Ok(())
     }
+
+    async fn post_notice(&self, notice: &Notice) -> Result<MessageRef, NotifyError> {
+        let message = self
+            .bot
+            .send_message(self.chat, notice_html(notice))
+            .parse_mode(ParseMode::Html)
+            .link_preview_options(no_preview())
+            .await
+            .map_err(classify)?;
+        Ok(MessageRef::new(message.chat.id.0, message.id.0))
+    }
+
+    async fn edit_notice(&self, message: &MessageRef, notice: &Notice) -> Result<(), NotifyError> {
+        let (chat, id) = parse_ref(message)?;
+        let result = self
+            .bot
+            .edit_message_text(chat, id, notice_html(notice))
+            .parse_mode(ParseMode::Html)
+            .link_preview_options(no_preview())
+            .await;
+        match result {
+            Ok(_) | Err(RequestError::Api(ApiError::MessageNotModified)) => Ok(()),
+            Err(e) => Err(classify(e)),
+        }
+    }
+}
+
+/// A service notice: countersign's words escaped, outside text (an error) as code, so nothing
+/// in it can link or format.
+pub fn notice_html(notice: &Notice) -> String {
+    let symbol = if notice.cleared_at.is_some() {
+        "✅"
+    } else {
+        "⚠️"
+    };
+    let mut out = format!("{symbol} <b>countersign: {}</b>", esc(&notice.title()));
+    for line in notice.lines() {
+        out.push('\n');
+        for span in line {
+            match span {
+                Span::Text(t) => out.push_str(&esc(&t)),
+                Span::Code(c) => out.push_str(&format!("<code>{}</code>", esc(&c))),
+            }
+        }
+    }
+    out
 }
 
 /// The short nudge sent as a reply: what, how much, how long is left.

@@ -132,6 +132,24 @@ pub const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE deliveries ADD COLUMN hold_until INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 6: service notices (§3.8). A problem that keeps messages from being true or arriving, from
+    // when it began; cleared_at is set when it clears, and the row goes once every notice about
+    // it says so. One notice message per problem and channel, so a restart never posts twice.
+    r#"
+    CREATE TABLE problems (
+        problem    TEXT PRIMARY KEY,
+        since      INTEGER NOT NULL,
+        detail     TEXT NOT NULL,
+        cleared_at INTEGER
+    ) WITHOUT ROWID;
+    CREATE TABLE notices (
+        problem       TEXT NOT NULL REFERENCES problems(problem) ON DELETE CASCADE,
+        channel       TEXT NOT NULL,
+        message_ref   TEXT NOT NULL,
+        shows_cleared INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (problem, channel)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 use rusqlite::Connection;

@@ -25,6 +25,7 @@
 mod delivery;
 mod intake;
 mod migrations;
+mod notices;
 mod retention;
 mod status_watch;
 mod track;
@@ -34,6 +35,7 @@ mod writer;
 
 pub use delivery::{ApprovalRecord, DeliveryJob, DeliveryOutcome, MessageRef};
 pub use intake::{Inserted, NewSubmission};
+pub use notices::{NoticeRow, ProblemRow};
 pub use status_watch::{StatusChanges, StatusWatch};
 pub use track::{READ_SPACING, ReadJob, ReadOutcome};
 pub use verify::{VerifyJob, VerifyOutcome, VerifyRecorded};

@@ -33,7 +33,7 @@ pub use embed::{EmbedView, colour, embed, reminder_text};
 pub use markdown::{escape_markdown, inline_code};
 pub use transport::client_builder;
 
-use super::{Card, MessageRef, Notifier, NotifyError};
+use super::{Card, MessageRef, Notice, Notifier, NotifyError, Span};
 use crate::config::{DiscordSettings, DiscordTarget, ExposeSecret};
 use errors::{Op, classify};
 use transport::{Call, Transport};
@@ -195,6 +195,53 @@ impl Notifier for Discord {
             .await?;
         Ok(())
     }
+
+    async fn post_notice(&self, notice: &Notice) -> Result<MessageRef, NotifyError> {
+        let channel = self.target_channel().await?;
+        let body = CreateMessage::new()
+            .content(notice_text(notice))
+            .allowed_mentions(CreateAllowedMentions::new());
+        let posted: Posted = self
+            .fire(Call::Post(channel, to_body(&body)?), Op::Post)
+            .await?;
+        Ok(MessageRef::new(posted.channel_id, posted.id))
+    }
+
+    async fn edit_notice(&self, message: &MessageRef, notice: &Notice) -> Result<(), NotifyError> {
+        let (channel, id) = parse_ref(message)?;
+        let body = EditMessage::new()
+            .content(notice_text(notice))
+            .allowed_mentions(CreateAllowedMentions::new());
+        let _: IgnoredAny = self
+            .fire(Call::Edit(channel, id, to_body(&body)?), Op::Edit)
+            .await?;
+        Ok(())
+    }
+}
+
+/// A service notice as plain content: countersign's words escaped, outside text (an error) as
+/// inline code, so nothing in it can link, mention or format.
+pub fn notice_text(notice: &Notice) -> String {
+    let symbol = if notice.cleared_at.is_some() {
+        "✅"
+    } else {
+        "⚠️"
+    };
+    let mut out = format!(
+        "{symbol} **countersign: {}**",
+        escape_markdown(&notice.title(), 200)
+    );
+    for line in notice.lines() {
+        out.push('\n');
+        for span in line {
+            match span {
+                Span::Text(t) => out.push_str(&escape_markdown(&t, 400)),
+                Span::Code(c) => out.push_str(&inline_code(&c, 400)),
+            }
+        }
+    }
+    // Under Discord's 2,000 characters: a title, four short lines and a detail of at most 300.
+    out
 }
 
 /// A silent card (quiet hours) goes out with `SUPPRESS_NOTIFICATIONS`: it appears, but does
