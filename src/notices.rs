@@ -541,3 +541,54 @@ impl<N: Notifier> NoticeBoard<N> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problem_keys_read_back_and_unknown_ones_are_skipped() {
+        for p in [
+            Problem::OpenTrainRefusesToken,
+            Problem::OpenTrainUnreachable,
+            Problem::ChannelRefuses("telegram"),
+            Problem::ChannelRefuses("discord"),
+            Problem::ChannelRefuses("console"),
+        ] {
+            assert_eq!(Problem::from_key(&p.key()), Some(p));
+        }
+        assert_eq!(Problem::from_key("channel:slack"), None);
+        assert_eq!(Problem::from_key("disk_full"), None);
+    }
+
+    #[test]
+    fn outside_text_in_a_notice_is_code_on_every_platform() {
+        let notice = Notice {
+            problem: Problem::ChannelRefuses("telegram"),
+            detail: "<b>@everyone</b> see https://evil.example".into(),
+            since: ms_to_time(1_780_000_000_000),
+            cleared_at: None,
+            zone: jiff::tz::TimeZone::UTC,
+        };
+        let html = crate::notify::telegram::notice_html(&notice);
+        assert!(
+            html.contains("<code>&lt;b&gt;@everyone&lt;/b&gt; see https://evil.example</code>"),
+            "{html}"
+        );
+        let discord = crate::notify::discord::notice_text(&notice);
+        assert!(
+            !discord.contains("@everyone"),
+            "a mention is broken up: {discord}"
+        );
+        assert!(discord.contains('`'), "{discord}");
+        let cleared = Notice {
+            cleared_at: Some(ms_to_time(1_780_000_600_000)),
+            ..notice
+        };
+        assert!(cleared.title().starts_with("Resolved: "));
+        assert!(
+            crate::notify::console::notice_text(&cleared).contains(" to 2026-"),
+            "the time it lasted"
+        );
+    }
+}

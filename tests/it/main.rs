@@ -10,6 +10,7 @@ mod demo;
 mod discord;
 mod init;
 mod intake;
+mod notices;
 mod operator;
 mod properties;
 mod proxy;
