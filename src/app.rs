@@ -301,7 +301,7 @@ fn spawn_delivery<N: Notifier>(
         store: shared.store.clone(),
         pacer: pacer.clone(),
         after: shared.notices_after,
-        zone: shared.owner_time.owner.zone.clone(),
+        owner: shared.owner_time.owner.clone(),
         changed: shared.notices_changed.clone(),
     };
     workers.spawn(board.run(stop.clone()));

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::failures::Streak;
 use crate::notify::{MessageRef, Notifier, NotifyError};
 use crate::opentrain::UpstreamError;
+use crate::quiet::Owner;
 use crate::store::{NoticeRow, ProblemRow, Store};
 use crate::worker::{MAX_IDLE, Pacer, now_ms};
 
@@ -244,6 +245,8 @@ pub struct Notice {
     pub cleared_at: Option<DateTime<Utc>>,
     /// The owner's zone, for the times shown.
     pub zone: jiff::tz::TimeZone,
+    /// Posted inside the owner's quiet hours: it arrives without a sound (§3.6).
+    pub silent: bool,
 }
 
 /// A piece of a notice's text: countersign's own words, or outside text to show literally.
@@ -254,13 +257,14 @@ pub enum Span {
 }
 
 impl Notice {
-    fn from_row(row: &ProblemRow, problem: Problem, zone: &jiff::tz::TimeZone) -> Notice {
+    fn from_row(row: &ProblemRow, problem: Problem, owner: &Owner) -> Notice {
         Notice {
             problem,
             detail: row.detail.clone(),
             since: ms_to_time(row.since),
             cleared_at: row.cleared_at.map(ms_to_time),
-            zone: zone.clone(),
+            zone: owner.zone.clone(),
+            silent: owner.is_quiet(Utc::now()),
         }
     }
 
@@ -374,7 +378,8 @@ pub struct NoticeBoard<N: Notifier> {
     pub store: Store,
     pub pacer: Pacer,
     pub after: Duration,
-    pub zone: jiff::tz::TimeZone,
+    /// The owner's zone (times shown) and quiet hours (a notice then arrives silently).
+    pub owner: Owner,
     pub changed: watch::Receiver<()>,
 }
 
@@ -469,7 +474,7 @@ impl<N: Notifier> NoticeBoard<N> {
             if !self.pacer.wait(cancel).await {
                 return Ok(None);
             }
-            let notice = Notice::from_row(row, problem, &self.zone);
+            let notice = Notice::from_row(row, problem, &self.owner);
             let sent = self.send(&step, &notice, &row.problem, cancel).await;
             self.pacer.done();
             match sent {
@@ -569,6 +574,7 @@ mod tests {
             since: ms_to_time(1_780_000_000_000),
             cleared_at: None,
             zone: jiff::tz::TimeZone::UTC,
+            silent: false,
         };
         let html = crate::notify::telegram::notice_html(&notice);
         assert!(

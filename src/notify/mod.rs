@@ -66,7 +66,7 @@ pub trait Notifier: Send + Sync + 'static {
     ) -> impl Future<Output = Result<(), NotifyError>> + Send;
 
     /// Posts a service notice (§3.8): a problem that keeps messages from being true, and its
-    /// fix. It always notifies: the owner has to act.
+    /// fix; silently when `notice.silent` (quiet hours).
     fn post_notice(
         &self,
         notice: &Notice,

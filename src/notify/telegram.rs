@@ -199,6 +199,7 @@ impl Notifier for Telegram {
             .send_message(self.chat, notice_html(notice))
             .parse_mode(ParseMode::Html)
             .link_preview_options(no_preview())
+            .disable_notification(notice.silent)
             .await
             .map_err(classify)?;
         Ok(MessageRef::new(message.chat.id.0, message.id.0))

@@ -10,9 +10,13 @@ use crate::support::*;
 const UPDATES: &str = "/api/public/v1/updates";
 
 async fn app(discord: bool, after: &str) -> TestApp {
+    app_with(discord, after, "").await
+}
+
+async fn app_with(discord: bool, after: &str, extra: &str) -> TestApp {
     spawn_app_with(Options {
         discord: discord.then_some(DiscordMode::Channel),
-        extra_toml: format!("[notices]\nafter = \"{after}\"\n"),
+        extra_toml: format!("[notices]\nafter = \"{after}\"\n{extra}"),
         ..Options::default()
     })
     .await
@@ -175,6 +179,30 @@ async fn an_unreachable_opentrain_is_told_and_cleared() {
             .find(|m| m.message_id == notice.message_id && m.text.contains("Resolved"))
     })
     .await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_notice_in_quiet_hours_arrives_silently() {
+    use chrono::Timelike;
+    let hour = chrono::Utc::now().hour() as i64;
+    let quiet = format!("{:02}:00-{:02}:00", (hour + 23) % 24, (hour + 2) % 24);
+    let mut app = app_with(true, "2s", &format!("[owner]\nquiet_hours = \"{quiet}\"\n")).await;
+    app.opentrain.set_down(true);
+    let tg = eventually("a notice on Telegram", || async {
+        telegram_notices(&app).pop()
+    })
+    .await;
+    assert!(tg.disable_notification, "silent on Telegram");
+    let dc = eventually("a notice on Discord", || async {
+        discord_notices(&app).pop()
+    })
+    .await;
+    assert_eq!(
+        app.discord.flags(dc.id).unwrap() & (1 << 12),
+        1 << 12,
+        "SUPPRESS_NOTIFICATIONS on Discord"
+    );
     app.stop().await;
 }
 

@@ -200,7 +200,12 @@ impl Notifier for Discord {
         let channel = self.target_channel().await?;
         let body = CreateMessage::new()
             .content(notice_text(notice))
-            .allowed_mentions(CreateAllowedMentions::new());
+            .allowed_mentions(CreateAllowedMentions::new())
+            .flags(if notice.silent {
+                MessageFlags::SUPPRESS_NOTIFICATIONS
+            } else {
+                MessageFlags::empty()
+            });
         let posted: Posted = self
             .fire(Call::Post(channel, to_body(&body)?), Op::Post)
             .await?;
