@@ -156,6 +156,9 @@ use rusqlite::Connection;
 
 use super::StoreError;
 
+/// The schema this countersign writes (`PRAGMA user_version` once migrated).
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
 /// Brings the schema up to date, one transaction per migration. A store written by a newer
 /// countersign is refused: this one cannot know what the newer schema means.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -35,6 +35,7 @@ mod writer;
 
 pub use delivery::{ApprovalRecord, DeliveryJob, DeliveryOutcome, MessageRef};
 pub use intake::{Inserted, NewSubmission};
+pub use migrations::SCHEMA_VERSION;
 pub use notices::{NoticeRow, ProblemRow};
 pub use status_watch::{StatusChanges, StatusWatch};
 pub use track::{READ_SPACING, ReadJob, ReadOutcome};
