@@ -81,7 +81,7 @@ async fn duplicate_submission_answers_200_and_posts_one_message() {
     assert_eq!(status, 200);
     assert_eq!(answer["duplicate"], true);
     assert_eq!(answer["status"], "pending");
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(app.telegram.messages(CHAT).len(), 1);
     assert_eq!(app.telegram.count("sendMessage"), 1);
 }
@@ -99,7 +99,7 @@ async fn ten_concurrent_submissions_of_one_approval_post_one_message() {
         .count();
     assert_eq!((created, duplicates), (1, 9), "{results:?}");
     messages(&app, 1).await;
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(app.telegram.messages(CHAT).len(), 1);
     assert_eq!(app.telegram.count("sendMessage"), 1);
     // Verified once: one read of the approval, one of its contract.
@@ -129,7 +129,7 @@ async fn approval_unknown_to_opentrain_is_never_posted() {
     .await;
     assert!(view["reason"].as_str().unwrap().contains("404"), "{view}");
     assert_eq!(view["deliveries"], json!([]));
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(app.telegram.count("sendMessage"), 0);
     assert!(app.telegram.messages(CHAT).is_empty());
 }
@@ -155,7 +155,7 @@ async fn approval_url_on_another_host_or_for_another_id_gets_422_and_posts_nothi
         assert!(answer["message"].as_str().unwrap().contains("approvalUrl"));
     }
     assert_eq!(app.get(&format!("/v1/approvals/{id}")).await.0, 404);
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(app.telegram.count("sendMessage"), 0);
     assert_eq!(app.opentrain.count("GET", "/api/public/v1/approvals/"), 0);
 }
@@ -244,7 +244,7 @@ async fn bad_requests_get_a_clear_4xx_with_the_error_body_and_store_nothing() {
         json!([]),
         "a refused request stored something"
     );
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(app.telegram.count("sendMessage"), 0);
 }
 
