@@ -1,5 +1,9 @@
 //! The hook: what agents may hand over, what they get back, and that a refusal changes nothing.
 
+use std::time::Duration;
+
+use countersign::config::Synchronous;
+use countersign::store::{Store, StoreOptions};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -303,4 +307,42 @@ async fn healthz_called_in_a_loop_writes_nothing_more_to_the_store() {
         assert_eq!(healthz().await, 200);
     }
     assert_eq!(probe(), first, "a /healthz call wrote to the store");
+}
+
+/// A probe's answer stands for `HEALTH_FRESH` (30 s), but not past a failure: a write that fails
+/// after a healthy probe makes that answer stale, and the next `/healthz` probes again. Driven on
+/// the store `/healthz` asks, alone, so no background write of a running app can refresh the
+/// answer in between; with a short busy timeout, so a locked file fails a write at once.
+#[tokio::test]
+async fn healthz_reports_a_failure_that_came_after_its_last_healthy_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("countersign.db");
+    let mut options = StoreOptions::new(&path, Synchronous::Full);
+    options.busy_timeout = Duration::from_millis(200);
+    let store = Store::open(&options).await.expect("store opens");
+    // Another process (an operator's `sqlite3`) holding the write lock makes every write fail.
+    let outside = rusqlite::Connection::open(&path).unwrap();
+    let now = || chrono::Utc::now().timestamp_millis();
+
+    outside.execute_batch("BEGIN IMMEDIATE").unwrap();
+    assert!(store.healthcheck(now()).await.is_err(), "a write failed");
+    outside.execute_batch("COMMIT").unwrap();
+    // A failure since the last commit: `/healthz` probes, and the store takes the probe.
+    store
+        .health(now())
+        .await
+        .expect("healthy once the lock is gone");
+
+    // Within the probe's 30 s, the store breaks again and a write fails.
+    outside.execute_batch("BEGIN IMMEDIATE").unwrap();
+    assert!(store.healthcheck(now()).await.is_err(), "a write failed");
+    assert!(
+        store.health(now()).await.is_err(),
+        "/healthz gave the healthy probe's answer from before the failure"
+    );
+    outside.execute_batch("COMMIT").unwrap();
+
+    // Once a write commits again, healthy at once.
+    store.healthcheck(now()).await.expect("the lock is gone");
+    store.health(now()).await.expect("healthy again");
 }
