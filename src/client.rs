@@ -199,6 +199,9 @@ impl Hook {
                     };
                     if outcome.is_final() || time_is_up() {
                         println!("{}", text.trim_end());
+                        if let Some(note) = outcome.note() {
+                            eprintln!("countersign: {note}");
+                        }
                         return outcome;
                     }
                     last = Some(text);

@@ -26,19 +26,29 @@ pub enum Outcome {
     StillOpen,
     /// 8: ended with a status this countersign does not know; the JSON shows it raw.
     Unrecognised,
+    /// 1: countersign's own record of the approval cannot be read (status `failed`, with the
+    /// reason), so it can no longer tell how the approval ends. An error, not an outcome the
+    /// owner gave, and not a status countersign does not know: its own word for that error.
+    Unreadable,
 }
 
 /// The status countersign records when OpenTrain stops showing an approval it had verified
 /// (see `tracker.rs`): final, and for the agent the same fact as `rejected`.
 const WITHDRAWN: &str = "not_found";
+/// The status countersign records when it sets an approval aside because its stored record
+/// cannot be read (see `store::Store::set_aside`). Nothing changes it but a re-submission, so a
+/// wait on it is over.
+const UNREADABLE: &str = "failed";
 
 impl Outcome {
     /// The outcome of an approval whose countersign status is `status` (as the hook shows it);
     /// `resolved` tells whether OpenTrain gave it a `resolvedAt`, which makes a status this
     /// countersign does not know final.
     pub fn of(status: &str, resolved: bool) -> Outcome {
-        if status == WITHDRAWN {
-            return Outcome::Rejected;
+        match status {
+            WITHDRAWN => return Outcome::Rejected,
+            UNREADABLE => return Outcome::Unreadable,
+            _ => {}
         }
         match Status::parse(status) {
             Status::Confirmed => Outcome::Confirmed,
@@ -51,7 +61,8 @@ impl Outcome {
         }
     }
 
-    /// Whether the approval has ended: nothing will change its status any more.
+    /// Whether a wait on the approval is over: it has ended, or countersign can no longer follow
+    /// it (only a re-submission changes an [`Outcome::Unreadable`] one).
     pub fn is_final(self) -> bool {
         !matches!(self, Outcome::StillOpen | Outcome::NotAsked)
     }
@@ -60,7 +71,7 @@ impl Outcome {
     pub fn code(self) -> u8 {
         match self {
             Outcome::Confirmed => 0,
-            Outcome::NotAsked => 1,
+            Outcome::NotAsked | Outcome::Unreadable => 1,
             Outcome::Declined => 3,
             Outcome::Expired => 4,
             Outcome::Superseded => 5,
@@ -68,6 +79,16 @@ impl Outcome {
             Outcome::StillOpen => 7,
             Outcome::Unrecognised => 8,
         }
+    }
+}
+
+impl Outcome {
+    /// What the agent's shell is told on stderr besides the JSON, when the outcome needs it.
+    pub fn note(self) -> Option<&'static str> {
+        (self == Outcome::Unreadable).then_some(
+            "countersign's stored record of this approval cannot be read (see `reason`), so it \
+             cannot tell how the approval ends; submitting the same body again repairs it",
+        )
     }
 }
 
@@ -96,6 +117,8 @@ mod tests {
             // once OpenTrain resolved it.
             ("cancelled", true, 8, true),
             ("cancelled", false, 7, false),
+            // countersign's own record cannot be read: an error, and the end of the wait.
+            ("failed", false, 1, true),
         ];
         for (status, resolved, code, is_final) in cases {
             let o = Outcome::of(status, resolved);

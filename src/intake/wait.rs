@@ -1,7 +1,8 @@
 //! `GET /v1/approvals/{id}?wait=SECS`: the long poll (SPEC §3.3, §3.7).
 //!
-//! The answer is held until the approval's status is final ([`Outcome::is_final`]), the time is
-//! up, or the daemon shuts down, and is then the usual body with the state as it is at that
+//! The answer is held until the approval's status is final ([`Outcome::is_final`]: it ended, or
+//! its stored record could not be read and it was set aside as `failed`), the time is up, or the
+//! daemon shuts down, and is then the usual body with the state as it is at that
 //! moment. A waiter is woken by the store's own announcement of a status change (see
 //! `store::StatusWatch`), never by polling, and holds nothing but its connection and one
 //! subscription while it waits. An unknown id answers 404 at once; a bad `wait` answers 400.

@@ -381,6 +381,7 @@ impl Store {
         now: i64,
     ) -> Result<(), StoreError> {
         self.note_unreadable(queue, &rows);
+        let ids: Vec<String> = rows.iter().map(|row| row.id.clone()).collect();
         self.write(move |c| {
             let mut stmt = c.prepare_cached(
                 "UPDATE approvals SET status = 'failed', phase = 'failed', reason = ?2,
@@ -393,7 +394,12 @@ impl Store {
             }
             Ok(())
         })
-        .await
+        .await?;
+        // Their status changed: a waiter learns it at once (see `outcome::Outcome::Unreadable`).
+        for id in &ids {
+            self.inner.signals.status_changed(id);
+        }
+        Ok(())
     }
 
     /// The claimed rows that could be read; the others are set aside (see [`Store::set_aside`]).

@@ -143,6 +143,7 @@ async fn sigkill_at_random_moments_loses_no_accepted_approval() {
                     .collect::<Vec<_>>()
             })
         };
+        // A kill at a random real moment of the burst: the real clock is the point.
         tokio::time::sleep(Duration::from_millis(fastrand::u64(30..700))).await;
         child.start_kill().expect("SIGKILL");
         child.wait().await.unwrap();

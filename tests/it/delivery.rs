@@ -105,7 +105,7 @@ async fn telegram_429_is_waited_out_and_nothing_is_lost() {
         1,
         "a 429 storm: the app kept sending"
     );
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(
         app.telegram.messages(CHAT).len(),
         2,
@@ -150,7 +150,7 @@ async fn a_deleted_message_is_never_reposted() {
     })
     .await;
     assert_eq!(view["status"], "declined");
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(
         app.telegram.count("sendMessage"),
         1,

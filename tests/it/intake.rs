@@ -1,5 +1,9 @@
 //! The hook: what agents may hand over, what they get back, and that a refusal changes nothing.
 
+use std::time::Duration;
+
+use countersign::config::Synchronous;
+use countersign::store::{Store, StoreOptions};
 use serde_json::{Value, json};
 
 use crate::support::*;
@@ -81,7 +85,7 @@ async fn duplicate_submission_answers_200_and_posts_one_message() {
     assert_eq!(status, 200);
     assert_eq!(answer["duplicate"], true);
     assert_eq!(answer["status"], "pending");
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(app.telegram.messages(CHAT).len(), 1);
     assert_eq!(app.telegram.count("sendMessage"), 1);
 }
@@ -99,7 +103,7 @@ async fn ten_concurrent_submissions_of_one_approval_post_one_message() {
         .count();
     assert_eq!((created, duplicates), (1, 9), "{results:?}");
     messages(&app, 1).await;
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(app.telegram.messages(CHAT).len(), 1);
     assert_eq!(app.telegram.count("sendMessage"), 1);
     // Verified once: one read of the approval, one of its contract.
@@ -129,7 +133,7 @@ async fn approval_unknown_to_opentrain_is_never_posted() {
     .await;
     assert!(view["reason"].as_str().unwrap().contains("404"), "{view}");
     assert_eq!(view["deliveries"], json!([]));
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(app.telegram.count("sendMessage"), 0);
     assert!(app.telegram.messages(CHAT).is_empty());
 }
@@ -155,7 +159,7 @@ async fn approval_url_on_another_host_or_for_another_id_gets_422_and_posts_nothi
         assert!(answer["message"].as_str().unwrap().contains("approvalUrl"));
     }
     assert_eq!(app.get(&format!("/v1/approvals/{id}")).await.0, 404);
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(app.telegram.count("sendMessage"), 0);
     assert_eq!(app.opentrain.count("GET", "/api/public/v1/approvals/"), 0);
 }
@@ -244,7 +248,7 @@ async fn bad_requests_get_a_clear_4xx_with_the_error_body_and_store_nothing() {
         json!([]),
         "a refused request stored something"
     );
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(app.telegram.count("sendMessage"), 0);
 }
 
@@ -303,4 +307,42 @@ async fn healthz_called_in_a_loop_writes_nothing_more_to_the_store() {
         assert_eq!(healthz().await, 200);
     }
     assert_eq!(probe(), first, "a /healthz call wrote to the store");
+}
+
+/// A probe's answer stands for `HEALTH_FRESH` (30 s), but not past a failure: a write that fails
+/// after a healthy probe makes that answer stale, and the next `/healthz` probes again. Driven on
+/// the store `/healthz` asks, alone, so no background write of a running app can refresh the
+/// answer in between; with a short busy timeout, so a locked file fails a write at once.
+#[tokio::test]
+async fn healthz_reports_a_failure_that_came_after_its_last_healthy_probe() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("countersign.db");
+    let mut options = StoreOptions::new(&path, Synchronous::Full);
+    options.busy_timeout = Duration::from_millis(200);
+    let store = Store::open(&options).await.expect("store opens");
+    // Another process (an operator's `sqlite3`) holding the write lock makes every write fail.
+    let outside = rusqlite::Connection::open(&path).unwrap();
+    let now = || chrono::Utc::now().timestamp_millis();
+
+    outside.execute_batch("BEGIN IMMEDIATE").unwrap();
+    assert!(store.healthcheck(now()).await.is_err(), "a write failed");
+    outside.execute_batch("COMMIT").unwrap();
+    // A failure since the last commit: `/healthz` probes, and the store takes the probe.
+    store
+        .health(now())
+        .await
+        .expect("healthy once the lock is gone");
+
+    // Within the probe's 30 s, the store breaks again and a write fails.
+    outside.execute_batch("BEGIN IMMEDIATE").unwrap();
+    assert!(store.healthcheck(now()).await.is_err(), "a write failed");
+    assert!(
+        store.health(now()).await.is_err(),
+        "/healthz gave the healthy probe's answer from before the failure"
+    );
+    outside.execute_batch("COMMIT").unwrap();
+
+    // Once a write commits again, healthy at once.
+    store.healthcheck(now()).await.expect("the lock is gone");
+    store.health(now()).await.expect("healthy again");
 }

@@ -149,7 +149,7 @@ async fn list_shows_tracked_approvals_while_the_daemon_runs() {
         (app.approval(&a).await["status"] == "confirmed").then_some(())
     })
     .await;
-    settle().await;
+    no_due_work(&app).await;
 
     let (_dir, config) = write_config(&app, &[]);
     let (code, out, err) = countersign(&["list", "-c", &config]).await;
@@ -267,7 +267,8 @@ async fn owner_commands_answer_only_the_configured_chat() {
     app.telegram.push_text_update(CHAT, CHAT, "/help");
     let help = messages(&app, 3).await.remove(2);
     assert!(help.text.contains("/pending"), "{}", help.text);
-    settle().await;
+    // Updates are handled one at a time, in order: the answers to the owner's later commands
+    // show that the stranger's earlier message was handled already.
     assert!(app.telegram.messages(999).is_empty(), "answered a stranger");
 }
 
@@ -293,7 +294,7 @@ async fn metrics_count_what_happened_in_a_scripted_run() {
             .find(|m| m.message_id == msg.message_id && m.text.contains("Confirmed"))
     })
     .await;
-    settle().await;
+    no_due_work(&app).await;
     let resp = app
         .client
         .get(format!("{}/metrics", app.hook))

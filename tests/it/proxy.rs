@@ -169,6 +169,15 @@ async fn tracked_count(app: &TestApp) -> usize {
     list["approvals"].as_array().unwrap().len()
 }
 
+/// The app once everything the agent's requests so far could cause has happened. The proxy takes
+/// an answer in after the agent has it, in a task of its own; stopping waits for those tasks, and
+/// the new process finishes whatever they left due. Assert what the proxy did *not* do after this.
+async fn taken_in(app: TestApp) -> TestApp {
+    let app = app.restart().await;
+    no_due_work(&app).await;
+    app
+}
+
 #[tokio::test]
 async fn get_and_post_answers_are_byte_identical_through_the_proxy() {
     let app = quiet_proxy_app().await;
@@ -391,7 +400,7 @@ async fn get_and_post_answers_are_byte_identical_through_the_proxy() {
     );
     app.opentrain.set_down(false);
 
-    settle().await;
+    let app = taken_in(app).await;
     assert_eq!(tracked_count(&app).await, 0, "an error answer was taken in");
     assert!(app.telegram.messages(CHAT).is_empty());
 }
@@ -638,7 +647,7 @@ async fn a_fund_an_approve_a_hire_and_a_contract_end_each_post_exactly_one_messa
     )
     .await;
     assert_eq!(approval_id(&again.json()), ids[0]);
-    settle().await;
+    let app = taken_in(app).await;
     assert_eq!(
         app.telegram.messages(CHAT).len(),
         4,
@@ -676,7 +685,7 @@ async fn a_contract_end_answered_200_posts_nothing() {
         "/api/public/v1/contracts/ctr_2/end",
         &got,
     );
-    settle().await;
+    let app = taken_in(app).await;
     assert!(app.telegram.messages(CHAT).is_empty());
     assert_eq!(tracked_count(&app).await, 0);
 }
@@ -703,7 +712,7 @@ async fn the_same_202_through_the_proxy_and_the_hook_posts_once() {
     assert_eq!(answer["duplicate"], true);
     assert_eq!(answer["approvalId"], id.as_str());
     messages(&app, 1).await;
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(app.telegram.messages(CHAT).len(), 1, "posted twice");
 }
 
@@ -813,7 +822,7 @@ async fn an_answer_intake_refuses_or_too_large_to_read_still_reaches_the_agent_u
         assert!(got.body == expected, "{path}: body changed");
         assert_same_as_sent(&app, path, "POST", &format!("/api/public/v1{path}"), &got);
     }
-    settle().await;
+    let app = taken_in(app).await;
     assert_eq!(tracked_count(&app).await, 0);
     assert!(app.telegram.messages(CHAT).is_empty());
 }
@@ -940,7 +949,7 @@ async fn a_proxied_bearer_token_never_appears_in_a_log_line_or_the_list() {
         Some(&*format!("Bearer {AGENT_TOKEN}"))
     );
 
-    settle().await;
+    taken_in(app).await;
     let text = logs.text();
     assert!(
         text.contains("proxy: captured an approval"),

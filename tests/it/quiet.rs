@@ -105,7 +105,7 @@ async fn a_post_inside_quiet_hours_is_silent_and_shows_the_owner_zone() {
     assert_eq!(discord_rang(&app, 1).await, [false]);
     let text = &app.telegram.messages(CHAT)[0].text;
     assert!(text.contains(" JST (in 71 h)"), "{text}");
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(app.telegram.count("sendMessage"), 1);
 }
 

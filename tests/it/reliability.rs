@@ -353,12 +353,22 @@ async fn a_refused_opentrain_token_stops_that_work_with_a_visible_reason_and_no_
         view["status"], "verifying",
         "not lost: it waits for a fixed token"
     );
-    tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
         app.opentrain.count("GET", "/api/public/v1/approvals/"),
         1,
         "retried in a loop"
     );
+    // And none is scheduled soon: the store holds the next try about a quarter of an hour out.
+    let db = rusqlite::Connection::open(&app.store_path).unwrap();
+    let (run_after, refused_at): (i64, i64) = db
+        .query_row(
+            "SELECT run_after, updated_at FROM approvals WHERE id = ?1",
+            [&id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    let wait = run_after - refused_at;
+    assert!(wait >= 14 * 60 * 1000, "next try in {wait} ms");
 }
 
 #[tokio::test]

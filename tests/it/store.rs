@@ -376,7 +376,8 @@ async fn a_slow_opentrain_gets_each_approval_verified_once() {
         .map(|i| app.fund_request(&format!("ctr_{i}"), &format!("ms_{i}")))
         .collect();
     for body in &bodies {
-        // Each submission wakes the pool to claim while the earlier ones are in flight.
+        // Each submission wakes the pool to claim while the earlier ones are in flight (real
+        // time against the fake's real latency: the real clock is the point).
         assert_eq!(app.submit(body).await.0, 202);
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
@@ -796,7 +797,8 @@ async fn the_daemon_prunes_what_settled_before_the_retention_and_list_says_how_f
     let open_id = approval_id(&open);
     assert_eq!(app.submit(&open).await.0, 202);
     messages(&app, 2).await;
-    // A second after it settled, the next pass (one runs at every start) prunes it.
+    // A second after it settled, the next pass (one runs at every start) prunes it. Retention is
+    // measured on the real clock, so the real clock is the point here.
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let app = app.restart().await;
     eventually("the settled approval is pruned", || async {

@@ -214,14 +214,24 @@ async fn opentrain_outage_delays_but_loses_nothing() {
         202,
         "intake does not depend on OpenTrain"
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A verification has been tried and has failed: by then a post that did not wait for
+    // verification would be due or sent.
+    let view = eventually("the failed verification recorded", || async {
+        let v = app.approval(&id).await;
+        v["reason"].is_string().then_some(v)
+    })
+    .await;
+    assert_eq!(view["status"], "verifying");
+    assert_eq!(
+        view["deliveries"],
+        json!([]),
+        "a post scheduled before verification"
+    );
     assert_eq!(
         app.telegram.count("sendMessage"),
         0,
         "posted before verification"
     );
-    let view = app.approval(&id).await;
-    assert_eq!(view["status"], "verifying");
     app.opentrain.set_down(false);
     let msg = messages(&app, 1).await.remove(0);
     app.opentrain.resolve(&id, "confirmed", None);

@@ -408,6 +408,59 @@ async fn exit_1_when_countersign_cannot_be_asked() {
     }
 }
 
+/// An approval whose stored record cannot be read any more is set aside as `failed`: countersign
+/// can no longer tell how it ends. A held long poll answers at once with that state and its
+/// reason, and `countersign wait` exits 1 (an error, not an outcome the owner gave) saying how
+/// to repair it.
+#[tokio::test]
+async fn a_record_set_aside_as_unreadable_ends_the_wait_with_exit_1() {
+    let app = spawn_app_with(Options {
+        poll_interval_secs: 3600,
+        ..Options::default()
+    })
+    .await;
+    let (_dir, config) = config_file(&app);
+    let id = posted(&app).await;
+    let poll = long_poll(&app, &id, HOLD_SECS);
+    let child = countersign(&config, &["wait", &id]);
+    held(&app, 2).await;
+
+    // As if another version of countersign had written bytes where this one reads text; the
+    // approval's next read (a doorbell) claims it and sets it aside.
+    let db = rusqlite::Connection::open(&app.store_path).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    db.execute(
+        "UPDATE approvals SET superseded_by = x'2a' WHERE id = ?1",
+        [&id],
+    )
+    .unwrap();
+    let event = json!({"id": "77", "type": "approval.confirmed", "apiVersion": "v1",
+        "createdAt": "2026-06-12T10:05:00.000Z", "resourceId": id, "jobId": null,
+        "data": {"approvalId": id}});
+    let (status, answer) = app
+        .post_json("/v1/events", Some(HOOK_TOKEN), json_body(event))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+
+    let (status, view, _) = answered(poll).await;
+    assert_eq!(
+        (status, view["status"].as_str()),
+        (200, Some("failed")),
+        "{view}"
+    );
+    assert!(
+        view["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("cannot be read")),
+        "{view}"
+    );
+    let (code, state, err) = exited(child).await;
+    assert_eq!(code, 1, "{state} {err}");
+    assert_eq!(state["status"], "failed");
+    assert_eq!(state["reason"], view["reason"]);
+    assert!(err.contains("submitting the same body again"), "{err}");
+}
+
 #[tokio::test]
 async fn a_wait_rides_out_a_daemon_restart() {
     let mut app = spawn_app().await;

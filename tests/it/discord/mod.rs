@@ -258,7 +258,7 @@ async fn discord_confirmed_approval_is_edited_in_place_with_its_evidence() {
         "a new message instead of an edit"
     );
     assert_eq!(app.approval(&id).await["status"], "confirmed");
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(message_posts(&app), 1);
     assert_eq!(message_edits(&app), 1);
 }
@@ -358,7 +358,7 @@ async fn telegram_and_discord_together_each_get_one_message_and_both_are_edited(
         .collect();
     channels.sort();
     assert_eq!(channels, ["discord", "telegram"]);
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(app.telegram.count("sendMessage"), 1);
     assert_eq!(app.telegram.messages(CHAT).len(), 1);
     assert_eq!(message_posts(&app), 1);
@@ -455,7 +455,7 @@ async fn discord_429_is_waited_out_and_nothing_is_lost() {
         1,
         "a 429 storm: the app kept sending"
     );
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(message_posts(&app), 3, "two posts and the one refused");
     assert_eq!(
         app.discord
@@ -633,7 +633,7 @@ async fn discord_a_deleted_message_is_marked_gone_and_never_reposted() {
             .contains("10008"),
         "{view}"
     );
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(message_posts(&app), 1, "re-posted a deleted message");
     assert_eq!(
         message_edits(&app),
@@ -736,7 +736,7 @@ async fn discord_outage_delays_but_loses_nothing() {
         (app.approval(&id).await["deliveries"][0]["posted"] == true).then_some(())
     })
     .await;
-    settle().await;
+    no_due_work(&app).await;
     assert_eq!(app.discord.messages(DC_CHANNEL).len(), 1);
 }
 

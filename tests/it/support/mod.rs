@@ -335,11 +335,6 @@ pub async fn no_due_work(app: &TestApp) {
     .await;
 }
 
-/// Lets background work that should *not* happen have a fair chance to happen.
-pub async fn settle() {
-    tokio::time::sleep(Duration::from_millis(700)).await;
-}
-
 pub fn json_body(v: Value) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap()
 }
