@@ -212,6 +212,7 @@ impl App {
             reminders: settings.reminders.clone(),
             metrics: metrics.clone(),
             lease: Tracker::lease(settings.opentrain.request_timeout),
+            problems: for_delivery.problems.clone(),
         });
         workers.spawn(tracker.clone().poll_updates(stop.clone()));
         workers.spawn(tracker.read_due(stop.clone()));

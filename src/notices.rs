@@ -34,6 +34,9 @@ pub enum Problem {
     OpenTrainRefusesToken,
     /// OpenTrain cannot be reached, or answers only server errors.
     OpenTrainUnreachable,
+    /// OpenTrain answers 404 for approvals it showed before (a token of another account,
+    /// an approval gone): their messages keep their last status.
+    OpenTrainHidesApprovals,
     /// A chat refuses countersign's messages for good (bot blocked, permission removed, token
     /// refused); the name is the channel's.
     ChannelRefuses(&'static str),
@@ -48,6 +51,7 @@ impl Problem {
         match self {
             Problem::OpenTrainRefusesToken => "opentrain_token".into(),
             Problem::OpenTrainUnreachable => "opentrain_unreachable".into(),
+            Problem::OpenTrainHidesApprovals => "opentrain_hides".into(),
             Problem::ChannelRefuses(c) => format!("channel:{c}"),
         }
     }
@@ -57,6 +61,7 @@ impl Problem {
         match key {
             "opentrain_token" => Some(Problem::OpenTrainRefusesToken),
             "opentrain_unreachable" => Some(Problem::OpenTrainUnreachable),
+            "opentrain_hides" => Some(Problem::OpenTrainHidesApprovals),
             _ => {
                 let name = key.strip_prefix("channel:")?;
                 CHANNELS
@@ -124,6 +129,15 @@ impl Problems {
             tracing::warn!(problem = %problem.key(), %detail, "a problem began; the owner is told if it lasts");
             let _ = changes.send(Change::Raise(problem, detail, now_ms()));
         }
+    }
+
+    /// Whether `problem` is lasting, as last reported.
+    pub fn is_lasting(&self, problem: Problem) -> bool {
+        self.inner
+            .lasting
+            .lock()
+            .expect("problems lock")
+            .contains(&problem)
     }
 
     /// `problem` is not happening (any more).
@@ -280,6 +294,12 @@ impl Notice {
             }
             (Problem::OpenTrainUnreachable, false) => "OpenTrain cannot be reached".into(),
             (Problem::OpenTrainUnreachable, true) => "Resolved: OpenTrain answers again".into(),
+            (Problem::OpenTrainHidesApprovals, false) => {
+                "OpenTrain no longer shows some approvals to countersign".into()
+            }
+            (Problem::OpenTrainHidesApprovals, true) => {
+                "Resolved: OpenTrain shows every tracked approval again".into()
+            }
             (Problem::ChannelRefuses(c), false) => {
                 format!("{} refuses countersign's messages", platform(c))
             }
@@ -325,6 +345,15 @@ impl Notice {
                     text("Fix: check this machine's network and "),
                     Span::Code("opentrain.api_url".into()),
                     text(". countersign keeps trying; nothing is lost meanwhile."),
+                ],
+            ),
+            Problem::OpenTrainHidesApprovals => (
+                "approvals OpenTrain showed before now answer 404, so their messages keep their last status.".into(),
+                "First seen: ",
+                vec![
+                    text("Fix: check that "),
+                    Span::Code("opentrain.token".into()),
+                    text(" belongs to the account the agents work for, and open the approval links to see their status. countersign keeps reading them."),
                 ],
             ),
             Problem::ChannelRefuses(c) => (
@@ -556,6 +585,7 @@ mod tests {
         for p in [
             Problem::OpenTrainRefusesToken,
             Problem::OpenTrainUnreachable,
+            Problem::OpenTrainHidesApprovals,
             Problem::ChannelRefuses("telegram"),
             Problem::ChannelRefuses("discord"),
             Problem::ChannelRefuses("console"),

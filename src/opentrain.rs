@@ -12,6 +12,9 @@ use crate::approval::WireApproval;
 use crate::config::{ExposeSecret, OpenTrainSettings, SecretString};
 use crate::notices::Problems;
 
+/// How a 404 reads in a stored reason: [`crate::store::Store::hidden_approvals`] counts on it.
+pub const NOT_FOUND_TEXT: &str = "OpenTrain answered 404 NOT_FOUND";
+
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("OpenTrain answered 404 NOT_FOUND{}", request_id_suffix(.request_id))]
@@ -354,6 +357,14 @@ mod tests {
         let ids: Vec<_> = page.events.iter().filter_map(Event::approval_id).collect();
         assert_eq!(ids, ["apr_b", "apr_c"]);
         assert_eq!(page.next_cursor.as_deref(), Some("1005"));
+    }
+
+    #[test]
+    fn a_404_reads_as_the_text_hidden_approvals_are_counted_by() {
+        let e = UpstreamError::NotFound {
+            request_id: Some("req_1".into()),
+        };
+        assert!(e.to_string().starts_with(NOT_FOUND_TEXT), "{e}");
     }
 
     #[test]

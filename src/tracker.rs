@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::approval::{ApprovalId, Status};
 use crate::failures::Streak;
 use crate::metrics::Metrics;
+use crate::notices::{Problem, Problems};
 use crate::opentrain::{OpenTrain, UpstreamError, backoff};
 use crate::store::{ReadJob, ReadOutcome, Store};
 use crate::verify::{EXPIRY_GRACE_MS, retry_at};
@@ -35,6 +36,9 @@ pub struct Tracker {
     pub metrics: Arc<Metrics>,
     /// How long one re-read may take: see [`Tracker::lease`].
     pub lease: Lease,
+    /// Told when OpenTrain stops showing approvals it showed before, and when it shows them
+    /// all again (§3.8).
+    pub problems: Problems,
 }
 
 impl Tracker {
@@ -212,6 +216,11 @@ impl Tracker {
                         self.lease.work()
                     )))
                 });
+        let seen = match &read {
+            Ok(_) => Some(false),
+            Err(UpstreamError::NotFound { .. }) => Some(true),
+            Err(_) => None,
+        };
         let outcome = match read {
             Ok(upstream) => {
                 let mut status = Status::from_upstream(upstream.status.as_deref());
@@ -266,6 +275,26 @@ impl Tracker {
         };
         if let Err(e) = self.store.finish_read(&job, outcome, now_ms()).await {
             tracing::error!(approval_id = %job.id, error = %e, "cannot record the re-read; it will be redone");
+            return;
+        }
+        self.note_visibility(&job.id, seen).await;
+    }
+
+    /// A 404 for an approval already shown is a problem while it lasts for any of them; it
+    /// clears once no tracked approval's last read was a 404 (the store keeps that reason).
+    async fn note_visibility(&self, id: &ApprovalId, hidden: Option<bool>) {
+        let problem = Problem::OpenTrainHidesApprovals;
+        match hidden {
+            Some(true) => self.problems.raise(
+                problem,
+                format!("approval {id}: {}", crate::opentrain::NOT_FOUND_TEXT),
+            ),
+            Some(false) if self.problems.is_lasting(problem) => {
+                if let Ok(0) = self.store.hidden_approvals().await {
+                    self.problems.clear(problem);
+                }
+            }
+            _ => {}
         }
     }
 }

@@ -219,6 +219,23 @@ impl Store {
         Ok(())
     }
 
+    /// How many tracked approvals OpenTrain answered 404 for at their last read (the reason
+    /// stays until a read succeeds).
+    pub async fn hidden_approvals(&self) -> Result<i64, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM approvals
+                 WHERE phase = 'track' AND substr(reason, 1, ?2) = ?1",
+                params![
+                    crate::opentrain::NOT_FOUND_TEXT,
+                    crate::opentrain::NOT_FOUND_TEXT.len() as i64
+                ],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
     /// The earliest time a tracked approval needs a read, if any does.
     pub async fn next_read_at(&self, now: i64) -> Result<Option<i64>, StoreError> {
         self.read(move |c| {

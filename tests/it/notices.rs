@@ -311,3 +311,66 @@ fn notices_after_defaults_to_ten_minutes_and_a_bad_one_stops_start_up_naming_the
         .to_string();
     assert!(err.contains("notices.after"), "{err}");
 }
+
+#[tokio::test]
+async fn approvals_opentrain_stops_showing_are_told_once_and_cleared_when_shown_again() {
+    let mut app = app(false, "2s").await;
+    let (a, b) = (submit_one(&app, 1).await, submit_one(&app, 2).await);
+    messages(&app, 2).await;
+    // Both stop being shown (a token of another account, say): one notice, not one each.
+    app.opentrain.set_visible(&a, false);
+    app.opentrain.set_visible(&b, false);
+    ring(&app, &a).await;
+    ring(&app, &b).await;
+    let notice = eventually("a notice", || async { telegram_notices(&app).pop() }).await;
+    assert!(
+        notice.text.contains("no longer shows some approvals"),
+        "{}",
+        notice.text
+    );
+    for card in messages(&app, 3).await.iter().take(2) {
+        assert!(card.reply_markup.is_some(), "a card keeps its last status");
+    }
+    // One is shown again: the other still is not, so the notice stands.
+    app.opentrain.set_visible(&a, true);
+    let db = rusqlite::Connection::open(&app.store_path).unwrap();
+    let reason = |id: &str| -> Option<String> {
+        db.query_row("SELECT reason FROM approvals WHERE id = ?1", [id], |r| {
+            r.get(0)
+        })
+        .unwrap()
+    };
+    eventually("the first read again", || async {
+        ring(&app, &a).await;
+        reason(&a).is_none().then_some(())
+    })
+    .await;
+    // Its next read comes at least READ_SPACING (3 s) later: by then what followed the first
+    // (the check for approvals still hidden) has long been recorded.
+    let path = format!("/api/public/v1/approvals/{a}");
+    let reads = app.opentrain.count("GET", &path);
+    eventually("another read of the first", || async {
+        ring(&app, &a).await;
+        (app.opentrain.count("GET", &path) > reads).then_some(())
+    })
+    .await;
+    let lasting: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM problems WHERE cleared_at IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(lasting, 1, "one approval is still hidden");
+    assert!(!telegram_notices(&app)[0].text.contains("Resolved"));
+    app.opentrain.set_visible(&b, true);
+    eventually("the notice edited to resolved", || async {
+        ring(&app, &b).await;
+        telegram_notices(&app)
+            .into_iter()
+            .find(|m| m.message_id == notice.message_id && m.text.contains("Resolved"))
+    })
+    .await;
+    assert_eq!(telegram_notices(&app).len(), 1);
+    app.stop().await;
+}

@@ -284,6 +284,20 @@ pub fn approval_id(body: &Value) -> String {
         .to_string()
 }
 
+/// Rings the approval's doorbell as an agent forwarding an event would (the hook, not the
+/// ledger, so a refused token upstream does not silence it); returns the hook's answer. The
+/// event says "confirmed" whatever the status: only a read of OpenTrain may say.
+pub async fn ring(app: &TestApp, id: &str) -> serde_json::Value {
+    let event = json!({"id": "99", "type": "approval.confirmed", "apiVersion": "v1",
+        "createdAt": "2026-06-12T10:05:00.000Z", "resourceId": id, "jobId": null,
+        "data": {"approvalId": id, "status": "confirmed"}});
+    let (status, answer) = app
+        .post_json("/v1/events", Some(HOOK_TOKEN), json_body(event))
+        .await;
+    assert_eq!(status, 202, "{answer}");
+    answer
+}
+
 /// Waits until `check` returns `Some`, polling; fails the test after `PATIENCE`.
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
