@@ -751,13 +751,7 @@ async fn discord_an_agents_event_is_a_doorbell_that_rereads_at_once() {
     .await;
     let (id, msg) = posted(&app, DiscordMode::Dm).await;
     app.opentrain.resolve(&id, "declined", None);
-    let event = json!({"id": "99", "type": "approval.confirmed", "apiVersion": "v1",
-        "createdAt": "2026-06-12T10:05:00.000Z", "resourceId": id, "jobId": null,
-        "data": {"approvalId": id, "status": "confirmed"}});
-    let (status, answer) = app
-        .post_json("/v1/events", Some(HOOK_TOKEN), json_body(event))
-        .await;
-    assert_eq!(status, 202, "{answer}");
+    ring(&app, &id).await;
     let edited = edited_to(&app, DiscordMode::Dm, msg.id, "Declined").await;
     assert!(!embed_text(&edited).contains("Confirmed"));
 }
