@@ -27,6 +27,7 @@
 //! rely on. Every place the fake is knowingly looser than Discord is marked `LOOSER:`.
 //! [`markup::autolinks`] flags text Discord would turn into a link or a mention.
 
+mod form;
 pub mod markup;
 mod ratelimit;
 mod routes;

@@ -12,13 +12,14 @@ use axum::http::{Method, StatusCode, header};
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
+use super::form::{
+    FormErrors, array_of, body_object, check_bool, error_tree, is_empty_message, object_at,
+    path_snowflake, plain, snowflake_value,
+};
 use super::state::{
     State, StoredMessage, bot_user_json, discord_timestamp, message_json, user_json,
 };
-use super::validate::{
-    FormErrors, array_of, body_object, check_bool, error_tree, is_empty_message, object_at,
-    path_snowflake, plain, snowflake_value, validate_message_fields,
-};
+use super::validate::validate_message_fields;
 use super::{FAKE_GUILD_ID, FakeDiscordMessage, RecordedDiscordCall, lock};
 
 const API_PREFIX: &str = "/api/v10/";
