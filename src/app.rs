@@ -142,6 +142,7 @@ impl App {
                 reminders: settings.reminders.clone(),
             },
             metrics: metrics.clone(),
+            grouping: settings.grouping,
         };
 
         let mut channels: Vec<&'static str> = Vec::new();
@@ -274,6 +275,7 @@ struct DeliveryShared {
     app_url: String,
     owner_time: OwnerTime,
     metrics: Arc<Metrics>,
+    grouping: crate::config::Grouping,
 }
 
 fn spawn_delivery<N: Notifier>(
@@ -290,6 +292,7 @@ fn spawn_delivery<N: Notifier>(
         metrics: shared.metrics.clone(),
         pacer,
         owner_time: shared.owner_time.clone(),
+        grouping: shared.grouping,
     };
     workers.spawn(delivery.run(stop.clone()));
 }

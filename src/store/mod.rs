@@ -32,7 +32,7 @@ mod verify;
 mod views;
 mod writer;
 
-pub use delivery::{ApprovalRecord, DeliveryJob, DeliveryOutcome, MessageRef};
+pub use delivery::{ApprovalRecord, DeliveryJob, DeliveryOutcome, Member, MessageRef, Shown};
 pub use intake::{Inserted, NewSubmission};
 pub use status_watch::{StatusChanges, StatusWatch};
 pub use track::{READ_SPACING, ReadJob, ReadOutcome};

@@ -618,7 +618,7 @@ async fn a_v2_store_is_migrated_and_serves_its_approvals() {
     let version: i64 = c
         .pragma_query_value(None, "user_version", |r| r.get(0))
         .unwrap();
-    assert_eq!(version, 5);
+    assert_eq!(version, 6);
     let redundant: i64 = c
         .query_row(
             "SELECT COUNT(*) FROM sqlite_master WHERE name = 'approvals_phase_run'",
