@@ -743,8 +743,7 @@ impl TgState {
 
     /// A group's window is full (`set_group_limit`): 429 until its oldest send leaves it.
     fn group_check(&self, chat_id: i64) -> Result<(), ApiError> {
-        let (Some((n, window)), Some(sent)) =
-            (self.group_limit, self.group_accepted.get(&chat_id))
+        let (Some((n, window)), Some(sent)) = (self.group_limit, self.group_accepted.get(&chat_id))
         else {
             return Ok(());
         };
