@@ -552,9 +552,74 @@ fn evidence(result: &serde_json::Value) -> Vec<(String, String)> {
     out
 }
 
+/// Cards for the platforms' tests.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// A group of `n` pending approvals as long and hostile as they come: the longest ids,
+    /// context full of markup, mentions and links, the largest amounts.
+    pub fn worst_group(n: usize) -> Group {
+        let now = Utc::now();
+        let hostile = "*_`|>@everyone <@1> [x](https://evil.example) &<b>".repeat(20);
+        Group::new(
+            (0..n)
+                .map(|i| Card {
+                    approval_id: format!("{i}{}", "a".repeat(127)),
+                    headline: "Release milestone payment".into(),
+                    state: CardState::Pending,
+                    amount: Some(Amount {
+                        value: Usd::from_cents(99_999_999_999),
+                        source: AmountSource::Agent,
+                        fees: None,
+                    }),
+                    facts: ["Contract", "Milestone", "Agent's note"]
+                        .into_iter()
+                        .map(|label| Fact {
+                            label,
+                            value: clean(&hostile, MAX_VALUE_CHARS),
+                            from_agent: true,
+                        })
+                        .collect(),
+                    expires_at: Some(now + chrono::Duration::hours(71)),
+                    link: format!("https://app.opentrain.ai/approvals/{i}"),
+                    now,
+                    zone: jiff::tz::TimeZone::UTC,
+                    silent: true,
+                })
+                .collect(),
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_counts_totals_and_says_when_all_are_resolved() {
+        let mut group = fixtures::worst_group(3);
+        assert_eq!(group.total().unwrap().to_string(), "$2,999,999,999.97");
+        assert_eq!(group.header().1, "3 approvals needed");
+        assert!(group.silent());
+        let mut cards: Vec<Card> = group.cards().cloned().collect();
+        cards[1].state = CardState::Declined { resolved_at: None };
+        cards[2].silent = false;
+        group = Group::new(cards.clone());
+        assert_eq!(group.header().1, "3 approvals, 2 still waiting");
+        assert!(!group.silent(), "one that must ring rings the message");
+        for c in &mut cards {
+            c.state = CardState::Expired { resolved_at: None };
+        }
+        assert_eq!(
+            Group::new(cards).header(),
+            ("☑️", "All 3 approvals resolved".into())
+        );
+        let mut some = fixtures::worst_group(4);
+        some.retain(|c| c.approval_id.starts_with('2'));
+        assert_eq!(some.entries()[0].0, 3, "a reminder keeps the line numbers");
+        assert!(some.single().is_some());
+    }
 
     #[test]
     fn clean_flattens_cuts_and_drops_invisible_characters() {

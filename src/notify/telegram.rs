@@ -418,3 +418,30 @@ fn classify_api(api: ApiError) -> NotifyError {
         other => NotifyError::Permanent(format!("Telegram refused: {other}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::render::fixtures::worst_group;
+
+    #[test]
+    fn a_group_of_25_of_the_worst_fits_telegrams_limit_with_every_line_and_button() {
+        let group = worst_group(25);
+        let text = group_html(&group);
+        assert!(
+            visible_len(&text) <= MAX_TEXT_UTF16,
+            "{}",
+            visible_len(&text)
+        );
+        assert_eq!(text.lines().count(), 26);
+        for n in 1..=25 {
+            assert!(text.contains(&format!("\n{n}. 🔔 <b>")), "line {n}");
+        }
+        assert!(!text.contains("<b>Spanish") && !text.contains("@everyone <"));
+        assert_eq!(group_keyboard(&group).inline_keyboard.len(), 25);
+        let reminder = group_reminder_html(&group);
+        assert!(visible_len(&reminder) <= MAX_TEXT_UTF16);
+        // What Telegram counts: text without tags, entities as one character.
+        assert_eq!(visible_len("<b>a&amp;b</b> <code>&lt;é</code>"), 6);
+    }
+}

@@ -553,6 +553,38 @@ mod tests {
     }
 
     #[test]
+    fn a_group_of_25_of_the_worst_stays_within_discords_limits() {
+        let group = crate::notify::render::fixtures::worst_group(25);
+        let view = EmbedView::of_group(&group);
+        assert_eq!(view.fields.len(), MAX_FIELDS);
+        assert!(
+            view.total_chars() <= MAX_EMBED_TOTAL,
+            "{}",
+            view.total_chars()
+        );
+        assert!(chars(&view.title) <= MAX_TITLE);
+        for (name, value, _) in &view.fields {
+            assert!(!name.is_empty() && chars(name) <= MAX_FIELD_NAME, "{name}");
+            assert!(
+                !value.is_empty() && chars(value) <= MAX_FIELD_VALUE,
+                "{value}"
+            );
+            assert!(!value.contains("@e") && !value.contains("@<"), "{value}");
+        }
+        let rows = group_components(&group);
+        assert_eq!(rows.len(), MAX_ROWS);
+        let json = serde_json::to_value(&rows).unwrap();
+        for row in json.as_array().unwrap() {
+            let buttons = row["components"].as_array().unwrap();
+            assert_eq!(buttons.len(), MAX_ROW_BUTTONS);
+            for b in buttons {
+                assert!(chars(b["label"].as_str().unwrap()) <= MAX_LABEL);
+            }
+        }
+        assert!(chars(&group_reminder_text(&group)) <= MAX_CONTENT);
+    }
+
+    #[test]
     fn fair_cap_shares_the_budget() {
         assert_eq!(fair_cap(&[10, 10], 100), usize::MAX);
         assert_eq!(fair_cap(&[10, 1000, 1000], 1010), 500);
