@@ -118,6 +118,10 @@ impl Notifier for Console {
         Duration::ZERO
     }
 
+    async fn remind(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
+        self.remind_group(message, &Group::one(card)).await
+    }
+
     async fn post_group(&self, group: &Group) -> Result<MessageRef, NotifyError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         print(&format!("── new message ──\n{}", group_text(group)))?;
@@ -139,10 +143,6 @@ impl Notifier for Console {
             "── reminder for {message} ──\n{}",
             reminder(group)
         ))
-    }
-
-    async fn remind(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
-        self.remind_group(message, &Group::one(card)).await
     }
 }
 

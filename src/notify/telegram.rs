@@ -254,6 +254,10 @@ impl Notifier for Telegram {
         self.min_interval
     }
 
+    async fn remind(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
+        self.remind_group(message, &Group::one(card)).await
+    }
+
     async fn post_group(&self, group: &Group) -> Result<MessageRef, NotifyError> {
         let message = self
             .bot
@@ -296,10 +300,6 @@ impl Notifier for Telegram {
             .await
             .map_err(classify)?;
         Ok(())
-    }
-
-    async fn remind(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
-        self.remind_group(message, &Group::one(card)).await
     }
 }
 

@@ -149,6 +149,10 @@ impl Notifier for Discord {
         self.min_interval
     }
 
+    async fn remind(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
+        self.remind_group(message, &Group::one(card)).await
+    }
+
     async fn post_group(&self, group: &Group) -> Result<MessageRef, NotifyError> {
         let channel = self.target_channel().await?;
         let body = CreateMessage::new()
@@ -194,10 +198,6 @@ impl Notifier for Discord {
             .fire(Call::Post(channel, to_body(&body)?), Op::Remind)
             .await?;
         Ok(())
-    }
-
-    async fn remind(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
-        self.remind_group(message, &Group::one(card)).await
     }
 }
 
