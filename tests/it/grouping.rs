@@ -579,3 +579,34 @@ fn grouping_keys_out_of_range_are_refused_at_start_up_naming_the_key() {
     assert!(!off.is_on());
     assert!(settings("min_batch = 25\nmax_batch = 25").is_on());
 }
+
+#[tokio::test]
+async fn a_superseded_hire_in_a_group_shows_it_on_its_line_and_loses_its_button() {
+    let app = grouped(4, 10).await;
+    app.opentrain
+        .add_simple_proposal("prop_1", "Spanish Sentiment Labeling", "Maria G.");
+    let mut bodies: Vec<Value> = (0..3).map(|i| fund(&app, &i.to_string(), None)).collect();
+    bodies.push(crate::reliability::hire(&app, "prop_1", 300).await);
+    let ids = submit_held(&app, &bodies).await;
+    let group = group_message(&app, &ids).await;
+    assert_eq!(links(&group).len(), 4);
+    // The agent asks again with other terms: the newer request replaces the grouped one, and
+    // goes out on its own (it waits alone).
+    let newer = crate::reliability::hire(&app, "prop_1", 450).await;
+    let newer = submit_verified(&app, &[newer]).await;
+    let alone = group_message(&app, &newer).await;
+    assert_ne!(alone.message_id, group.message_id);
+    let edited = eventually("the group shows the hire superseded", || async {
+        let m = app
+            .telegram
+            .messages(CHAT)
+            .into_iter()
+            .find(|m| m.message_id == group.message_id)?;
+        (links(&m).len() == 3).then_some(m)
+    })
+    .await;
+    let line = line_of(&edited, &ids[3]);
+    assert!(line.contains("↪ Superseded · Hire"), "{line}");
+    assert!(!links(&edited).contains(&link(&ids[3])));
+    assert_eq!(app.telegram.messages(CHAT).len(), 2);
+}
