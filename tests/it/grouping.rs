@@ -62,6 +62,22 @@ fn line_of<'a>(m: &'a FakeMessage, id: &str) -> &'a str {
         .unwrap_or_else(|| panic!("no line for {id} in {:?}", m.text))
 }
 
+/// `message` as it is once `check` holds for it.
+async fn once_it(
+    app: &TestApp,
+    message: &FakeMessage,
+    what: &str,
+    check: impl Fn(&FakeMessage) -> bool,
+) -> FakeMessage {
+    eventually(&format!("the group message {what}"), || async {
+        app.telegram
+            .messages(CHAT)
+            .into_iter()
+            .find(|m| m.message_id == message.message_id && check(m))
+    })
+    .await
+}
+
 /// A line's number, as `3.` (lines follow the order the approvals were verified in).
 fn number(line: &str) -> &str {
     line.split_once(' ').unwrap().0
@@ -202,15 +218,7 @@ async fn one_approval_of_a_group_resolving_changes_only_its_line_and_button() {
     assert_eq!(links(&before).len(), 4);
 
     app.opentrain.resolve(&ids[1], "confirmed", None);
-    let after = eventually("the group message shows the outcome", || async {
-        let m = app
-            .telegram
-            .messages(CHAT)
-            .into_iter()
-            .find(|m| m.message_id == before.message_id)?;
-        (links(&m).len() == 3).then_some(m)
-    })
-    .await;
+    let after = once_it(&app, &before, "shows the outcome", |m| links(m).len() == 3).await;
     assert_eq!(app.telegram.messages(CHAT).len(), 1, "nothing new posted");
     assert_eq!(
         after.text.lines().next().unwrap(),
@@ -250,15 +258,8 @@ async fn when_every_approval_of_a_group_has_resolved_the_header_says_so() {
     for (id, (status, _)) in ids.iter().zip(outcomes) {
         app.opentrain.resolve(id, status, None);
     }
-    let done = eventually("the group message shows every outcome", || async {
-        let m = app
-            .telegram
-            .messages(CHAT)
-            .into_iter()
-            .find(|m| m.message_id == posted.message_id)?;
-        m.text
-            .starts_with("☑️ All 4 approvals resolved")
-            .then_some(m)
+    let done = once_it(&app, &posted, "shows every outcome", |m| {
+        m.text.starts_with("☑️ All 4 approvals resolved")
     })
     .await;
     assert_eq!(
@@ -596,13 +597,8 @@ async fn a_superseded_hire_in_a_group_shows_it_on_its_line_and_loses_its_button(
     let newer = submit_verified(&app, &[newer]).await;
     let alone = group_message(&app, &newer).await;
     assert_ne!(alone.message_id, group.message_id);
-    let edited = eventually("the group shows the hire superseded", || async {
-        let m = app
-            .telegram
-            .messages(CHAT)
-            .into_iter()
-            .find(|m| m.message_id == group.message_id)?;
-        (links(&m).len() == 3).then_some(m)
+    let edited = once_it(&app, &group, "shows the hire superseded", |m| {
+        links(m).len() == 3
     })
     .await;
     let line = line_of(&edited, &ids[3]);
