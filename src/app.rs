@@ -151,6 +151,7 @@ impl App {
             problems,
             notices_after: settings.notices_after,
             notices_changed,
+            grouping: settings.grouping,
         };
 
         let mut channels: Vec<&'static str> = Vec::new();
@@ -287,6 +288,7 @@ struct DeliveryShared {
     problems: crate::notices::Problems,
     notices_after: Duration,
     notices_changed: tokio::sync::watch::Receiver<()>,
+    grouping: crate::config::Grouping,
 }
 
 fn spawn_delivery<N: Notifier>(
@@ -314,6 +316,7 @@ fn spawn_delivery<N: Notifier>(
         pacer,
         owner_time: shared.owner_time.clone(),
         problems: shared.problems.clone(),
+        grouping: shared.grouping,
     };
     workers.spawn(delivery.run(stop.clone()));
 }

@@ -149,6 +149,40 @@ pub struct Settings {
     pub owner: crate::quiet::Owner,
     /// How long a problem must last before the owner gets a service notice (§3.8).
     pub notices_after: Duration,
+    /// How many waiting approvals share one message (§3.9).
+    pub grouping: Grouping,
+}
+
+/// How the chat's messages group approvals (`grouping.*`, SPEC §3.9).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Grouping {
+    /// At least this many waiting approvals go out as one message; 0 turns grouping off.
+    pub min_batch: usize,
+    /// At most this many approvals in one message.
+    pub max_batch: usize,
+}
+
+impl Grouping {
+    pub const OFF: Grouping = Grouping {
+        min_batch: 0,
+        max_batch: 1,
+    };
+
+    pub fn is_on(&self) -> bool {
+        self.min_batch >= 2 && self.max_batch >= self.min_batch
+    }
+}
+
+/// The most approvals one message may hold: Discord's 25 buttons (and 25 embed fields).
+pub const MAX_BATCH_LIMIT: u64 = 25;
+
+impl Default for Grouping {
+    fn default() -> Self {
+        Grouping {
+            min_batch: 4,
+            max_batch: 10,
+        }
+    }
 }
 
 // ---- the raw, serde-facing shape: every key of config.example.toml, nothing else ----
@@ -167,6 +201,7 @@ struct RawSettings {
     log: RawLog,
     owner: RawOwner,
     notices: RawNotices,
+    grouping: RawGrouping,
 }
 
 #[derive(Deserialize)]
@@ -346,6 +381,23 @@ impl Default for RawNotices {
     fn default() -> Self {
         RawNotices {
             after: "10m".into(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawGrouping {
+    min_batch: u64,
+    max_batch: u64,
+}
+
+impl Default for RawGrouping {
+    fn default() -> Self {
+        let d = Grouping::default();
+        RawGrouping {
+            min_batch: d.min_batch as u64,
+            max_batch: d.max_batch as u64,
         }
     }
 }
@@ -849,6 +901,8 @@ impl RawSettings {
         reminders.sort_unstable_by(|a, b| b.cmp(a));
         reminders.dedup();
 
+        let grouping = self.grouping.validate()?;
+
         let proxy = ProxySettings {
             enabled: self.proxy.enabled,
             listen: socket_addr("proxy.listen", &self.proxy.listen)?,
@@ -926,6 +980,39 @@ impl RawSettings {
             },
             owner,
             notices_after: duration("notices.after", &self.notices.after)?,
+            grouping,
+        })
+    }
+}
+
+impl RawGrouping {
+    /// `max_batch` 1..=25: Discord shows at most 25 link buttons (and 25 fields) in a message.
+    /// `min_batch` 0 (off), or 2..=`max_batch`: one waiting approval always goes alone, and a
+    /// threshold no message could reach would turn grouping off without saying so.
+    fn validate(&self) -> Result<Grouping, ConfigError> {
+        if !(1..=MAX_BATCH_LIMIT).contains(&self.max_batch) {
+            return Err(ConfigError::new(
+                "grouping.max_batch",
+                format!(
+                    "{} is out of range: must be between 1 and {MAX_BATCH_LIMIT} (Discord shows at \
+                     most {MAX_BATCH_LIMIT} buttons in a message)",
+                    self.max_batch
+                ),
+            ));
+        }
+        if self.min_batch == 1 || self.min_batch > self.max_batch {
+            return Err(ConfigError::new(
+                "grouping.min_batch",
+                format!(
+                    "{} is out of range: must be 0 (grouping off) or between 2 and \
+                     grouping.max_batch ({}); a single approval is always posted on its own",
+                    self.min_batch, self.max_batch
+                ),
+            ));
+        }
+        Ok(Grouping {
+            min_batch: self.min_batch as usize,
+            max_batch: self.max_batch as usize,
         })
     }
 }

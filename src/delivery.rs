@@ -1,17 +1,24 @@
-//! Delivery: one worker per channel claims the next message to post or edit, renders the card
-//! from the store, calls the notifier, and records what happened.
+//! Delivery: one worker per channel claims the next message to post, edit or remind with,
+//! renders it from the store, calls the notifier, and records what happened.
+//!
+//! A message holds one or more approvals (SPEC §3.9): a lone approval is a group of one, and
+//! a burst waiting to be posted goes out as groups of up to `grouping.max_batch`. The worker
+//! gathers: it waits for the chat's next free slot *before* it claims, so whatever arrived
+//! while the chat could not be written to goes out together.
 //!
 //! Invariants:
-//! - **At least once.** A delivery is done only when the store records the message; a crash
-//!   between the send and that record repeats one message, never loses one.
+//! - **At least once.** A message is done only when the store records it, on every approval it
+//!   holds at once; a crash between the send and that record repeats one message, never loses
+//!   one.
 //! - **The chat's pace is respected.** One request at a time per channel, at least
 //!   `min_interval` apart; after a 429 nothing goes to that chat until `retry_after` has passed.
 //! - **No retry loops, no giving up.** Transient failures back off (jittered, exponential); a
 //!   deleted message is never re-posted; a permanent error (a permission taken away, a blocked
 //!   bot) is retried slowly, after about a minute and then up to hourly, for as long as the
 //!   delivery has work left, so fixing the cause is enough: no restart needed.
-//! - **The card is true when sent.** It is rendered from the approval as it is after the pacing
-//!   wait, which can be long (a 429's `retry_after`), not as it was when claimed.
+//! - **The message is true when sent.** It is rendered from every approval it holds as they are
+//!   after the pacing wait, which can be long (a 429's `retry_after`), not as they were when
+//!   claimed.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,12 +28,13 @@ use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 
 use crate::approval::Status;
+use crate::config::Grouping;
 use crate::metrics::Metrics;
 use crate::notices::{Problem, Problems};
-use crate::notify::{Card, MessageRef, Notifier, NotifyError};
+use crate::notify::{Card, Group, MessageRef, Notifier, NotifyError};
 use crate::opentrain::backoff;
 use crate::quiet::OwnerTime;
-use crate::store::{DeliveryJob, DeliveryOutcome, Store};
+use crate::store::{DeliveryJob, DeliveryOutcome, Member, Shown, Store};
 use crate::worker::{self, Lease, Pacer, now_ms};
 
 /// The longest one post or edit may take before it counts as a transient failure.
@@ -47,6 +55,8 @@ pub struct Delivery<N: Notifier> {
     pub owner_time: OwnerTime,
     /// Told when this chat refuses messages for good, and when it takes them again (§3.8).
     pub problems: Problems,
+    /// How many waiting approvals go out in one message (§3.9).
+    pub grouping: Grouping,
 }
 
 impl<N: Notifier> Delivery<N> {
@@ -70,8 +80,12 @@ impl<N: Notifier> Delivery<N> {
             &wake,
             &cancel,
             |_room| async {
+                // Gather until the chat may be written to: what waits then goes out together.
+                if !me.pacer.ready(&cancel).await {
+                    return Ok(Vec::new());
+                }
                 let job = store
-                    .claim_delivery(channel, now_ms(), Self::lease().duration())
+                    .claim_delivery(channel, now_ms(), Self::lease().duration(), me.grouping)
                     .await?;
                 Ok(job.into_iter().collect())
             },
@@ -85,7 +99,7 @@ impl<N: Notifier> Delivery<N> {
         .await;
     }
 
-    /// Paces, sends, and records one claimed delivery.
+    /// Paces, sends, and records one claimed message.
     async fn deliver(&self, mut job: DeliveryJob, cancel: &CancellationToken) {
         let channel = self.notifier.channel();
         // Pace: wait out the chat's interval or its retry_after. On shutdown the claim is
@@ -94,88 +108,114 @@ impl<N: Notifier> Delivery<N> {
             return;
         }
         // The wait can be long: show what is true now.
-        match self.store.approval_record(&job.record.id).await {
-            Ok(Some(record)) => job.record = record,
-            Ok(None) => {}
+        let ids = job.members.iter().map(|m| m.record.id.clone()).collect();
+        match self.store.approval_records(ids).await {
+            Ok(records) => {
+                for (member, record) in job.members.iter_mut().zip(records) {
+                    if let Some(record) = record {
+                        member.record = record;
+                    }
+                }
+            }
             Err(e) => {
-                tracing::warn!(channel, approval_id = %job.record.id, error = %e, "cannot re-read the approval; sending it as claimed")
+                tracing::warn!(channel, approval_id = %ids_of(&job), error = %e, "cannot re-read the approvals; sending them as claimed")
             }
         }
-        let (outcome, pause) = self.attempt(&job).await;
+        let (outcome, shown, pause) = self.attempt(&job).await;
         self.pacer.done();
         if !pause.is_zero() {
             self.pacer.hold_for(pause);
         }
         if let Err(e) = self
             .store
-            .finish_delivery(&job.record.id, channel, outcome, now_ms())
+            .finish_delivery(channel, shown, outcome, now_ms())
             .await
         {
-            tracing::error!(channel, approval_id = %job.record.id, error = %e, "cannot record the delivery; it may be repeated");
+            tracing::error!(channel, approval_id = %ids_of(&job), error = %e, "cannot record the delivery; it may be repeated");
         }
     }
 
+    /// The message as the owner sees it now: every approval's card, in the owner's time and
+    /// quiet hours.
+    fn group(&self, job: &DeliveryJob) -> Group {
+        let now = Utc::now();
+        Group::new(
+            job.members
+                .iter()
+                .map(|m| {
+                    let mut card = Card::from_record(&m.record, &self.app_url, now);
+                    self.owner_time.apply(&mut card);
+                    card
+                })
+                .collect(),
+        )
+    }
+
     /// One request to the chat: a post, an edit or a reminder, whichever comes first. Returns
-    /// what to record and how long the chat must be left alone.
-    async fn attempt(&self, job: &DeliveryJob) -> (DeliveryOutcome, Duration) {
+    /// what to record, on which approvals, and how long the chat must be left alone.
+    async fn attempt(&self, job: &DeliveryJob) -> (DeliveryOutcome, Vec<Shown>, Duration) {
         let channel = self.notifier.channel();
-        let id = &job.record.id;
-        let status = job.record.status.as_str();
-        let mut card = Card::from_record(&job.record, &self.app_url, Utc::now());
-        self.owner_time.apply(&mut card);
+        let ids = ids_of(job);
+        let group = self.group(job);
         let action = match &job.message_ref {
             None => Action::Post,
-            Some(m) if job.shown_version < job.record.version => Action::Edit(m.clone()),
             Some(m)
-                if job.reminded_seq < job.record.reminder_seq
-                    && job.record.status == Status::Pending =>
+                if job
+                    .members
+                    .iter()
+                    .any(|x| x.shown_version < x.record.version) =>
             {
-                Action::Remind(m.clone())
+                Action::Edit(m.clone())
             }
-            // Nothing left (the approval moved on since this was due): record it as caught up.
+            Some(m) if job.members.iter().any(reminder_due) => Action::Remind(m.clone()),
+            // Nothing left (the approvals moved on since this was due): record it as caught up.
             Some(_) => {
                 return (
-                    DeliveryOutcome::Reminded {
-                        seq: job.record.reminder_seq,
-                        rang: None,
-                    },
+                    DeliveryOutcome::Reminded { rang: None },
+                    shown(job, false),
                     Duration::ZERO,
                 );
             }
         };
+        let reminding = matches!(action, Action::Remind(_));
         let sent = tokio::time::timeout(SEND_TIMEOUT, async {
             match &action {
-                Action::Post => self
-                    .notifier
-                    .post(&card)
-                    .await
-                    .map(|m| DeliveryOutcome::Posted {
-                        message_ref: m,
-                        version: job.record.version,
-                        reminder_seq: job.record.reminder_seq,
-                        rang: !card.silent,
-                    }),
-                Action::Edit(m) => {
+                Action::Post => {
                     self.notifier
-                        .edit(m, &card)
+                        .post_group(&group)
                         .await
-                        .map(|()| DeliveryOutcome::Edited {
-                            version: job.record.version,
+                        .map(|m| DeliveryOutcome::Posted {
+                            message_ref: m,
+                            rang: !group.silent(),
                         })
                 }
+                Action::Edit(m) => self
+                    .notifier
+                    .edit_group(m, &group)
+                    .await
+                    .map(|()| DeliveryOutcome::Edited),
                 Action::Remind(m) => {
-                    self.notifier
-                        .remind(m, &card)
-                        .await
-                        .map(|()| DeliveryOutcome::Reminded {
-                            seq: job.record.reminder_seq,
-                            rang: Some(!card.silent),
-                        })
+                    // The reminder names only the approvals it is about.
+                    let mut about = group.clone();
+                    let named: Vec<String> = job
+                        .members
+                        .iter()
+                        .filter(|m| reminder_due(m))
+                        .map(|m| m.record.id.to_string())
+                        .collect();
+                    about.retain(|c| named.contains(&c.approval_id));
+                    self.notifier.remind_group(m, &about).await.map(|()| {
+                        DeliveryOutcome::Reminded {
+                            rang: Some(!about.silent()),
+                        }
+                    })
                 }
             }
         })
         .await
         .unwrap_or_else(|_| Err(NotifyError::Transient("timed out".into())));
+        let shown = shown(job, reminding);
+        let approvals = job.members.len();
         let action = action.name();
         let outcome = match &sent {
             Ok(_) => "ok",
@@ -204,9 +244,10 @@ impl<N: Notifier> Delivery<N> {
             }
             Err(_) => {}
         }
-        match sent {
+        let id = &ids;
+        let verdict = match sent {
             Ok(outcome) => {
-                tracing::info!(channel, approval_id = %id, %status, action, "delivered");
+                tracing::info!(channel, approval_id = %id, approvals, action, "delivered");
                 (outcome, Duration::ZERO)
             }
             Err(NotifyError::RateLimited(d)) => {
@@ -254,8 +295,36 @@ impl<N: Notifier> Delivery<N> {
                     Duration::ZERO,
                 )
             }
-        }
+        };
+        (verdict.0, shown, verdict.1)
     }
+}
+
+/// A reminder is due for this approval: one fired since the last sent, and it still waits.
+fn reminder_due(m: &Member) -> bool {
+    m.reminded_seq < m.record.reminder_seq && m.record.status == Status::Pending
+}
+
+/// What the attempt showed of each approval; `reminding` marks those a reminder named.
+fn shown(job: &DeliveryJob, reminding: bool) -> Vec<Shown> {
+    job.members
+        .iter()
+        .map(|m| Shown {
+            id: m.record.id.clone(),
+            version: m.record.version,
+            reminder_seq: m.record.reminder_seq,
+            reminded: reminding && reminder_due(m),
+        })
+        .collect()
+}
+
+/// The approvals of a message, for the log: `apr_1` or `apr_1,apr_2,…`.
+fn ids_of(job: &DeliveryJob) -> String {
+    job.members
+        .iter()
+        .map(|m| m.record.id.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 enum Action {

@@ -108,6 +108,17 @@ impl Pacer {
         }
     }
 
+    /// Waits until the next slot has come, without taking it; false on shutdown. Delivery
+    /// claims its work only then, so what arrives while the chat must be left alone is sent
+    /// together.
+    pub async fn ready(&self, cancel: &CancellationToken) -> bool {
+        let slot = *self.next.lock().expect("pacer lock");
+        tokio::select! {
+            _ = tokio::time::sleep_until(slot) => true,
+            _ = cancel.cancelled() => false,
+        }
+    }
+
     /// The request that waited last has finished: the next one goes `interval` after now.
     pub fn done(&self) {
         let mut next = self.next.lock().expect("pacer lock");

@@ -209,6 +209,10 @@ struct TgState {
     min_interval: Duration,
     /// When the last send/edit to each chat was accepted (for flood control).
     last_accepted: HashMap<i64, Instant>,
+    /// Telegram's limit on group chats (`set_group_limit`): at most `.0` sends/edits in any
+    /// `.1`; and when each recent one to each group was accepted.
+    group_limit: Option<(usize, Duration)>,
+    group_accepted: HashMap<i64, VecDeque<Instant>>,
     /// Forced answers per lowercased method, consumed in the order they were queued.
     faults: HashMap<String, VecDeque<Fault>>,
     calls: Vec<RecordedCall>,
@@ -283,6 +287,8 @@ impl FakeTelegram {
             chats,
             min_interval: Duration::ZERO,
             last_accepted: HashMap::new(),
+            group_limit: None,
+            group_accepted: HashMap::new(),
             faults: HashMap::new(),
             calls: Vec::new(),
             rate_limited: 0,
@@ -326,6 +332,14 @@ impl FakeTelegram {
     /// applied. `Duration::ZERO` (the default) turns it off.
     pub fn set_min_interval(&self, d: Duration) {
         self.lock().min_interval = d;
+    }
+
+    /// Telegram's pace in groups, on top of [`FakeTelegram::set_min_interval`]: a group or
+    /// supergroup chat accepts at most `n` sends/edits in any `window` (Telegram: 20 a minute);
+    /// one more answers 429 "Too Many Requests: retry after N", N the whole seconds until the
+    /// oldest of them leaves the window (at least 1), and is not applied. Off by default.
+    pub fn set_group_limit(&self, n: usize, window: Duration) {
+        self.lock().group_limit = Some((n, window));
     }
 
     /// The next `n` requests of `method` (case-insensitive, e.g. "sendMessage") answer 429 with
@@ -712,6 +726,7 @@ impl TgState {
     }
 
     fn flood_check(&self, chat_id: i64) -> Result<(), ApiError> {
+        self.group_check(chat_id)?;
         if self.min_interval.is_zero() {
             return Ok(());
         }
@@ -724,6 +739,36 @@ impl TgState {
             }
         }
         Ok(())
+    }
+
+    /// A group's window is full (`set_group_limit`): 429 until its oldest send leaves it.
+    fn group_check(&self, chat_id: i64) -> Result<(), ApiError> {
+        let (Some((n, window)), Some(sent)) = (self.group_limit, self.group_accepted.get(&chat_id))
+        else {
+            return Ok(());
+        };
+        let recent: Vec<&Instant> = sent.iter().filter(|t| t.elapsed() < window).collect();
+        if recent.len() < n {
+            return Ok(());
+        }
+        let remaining = window.saturating_sub(recent[recent.len() - n].elapsed());
+        let secs = (remaining.as_secs_f64().ceil() as u32).max(1);
+        Err(ApiError::retry_after(secs))
+    }
+
+    /// A send or edit to `chat_id` was accepted: it counts towards the chat's pace.
+    fn accepted(&mut self, chat_id: i64) {
+        let now = Instant::now();
+        self.last_accepted.insert(chat_id, now);
+        let is_group = self
+            .chats
+            .get(&chat_id)
+            .is_some_and(|c| matches!(c.kind, ChatKind::Group | ChatKind::Supergroup));
+        if let (Some((_, window)), true) = (self.group_limit, is_group) {
+            let sent = self.group_accepted.entry(chat_id).or_default();
+            sent.retain(|t| t.elapsed() < window);
+            sent.push_back(now);
+        }
     }
 
     /// The bot's own, not deleted message `message_id` in `chat_id`, for an edit.
@@ -751,7 +796,7 @@ impl TgState {
         let reply_markup = parse_reply_markup(p)?;
         self.flood_check(chat_id)?;
         self.check_blocked(chat_id)?;
-        self.last_accepted.insert(chat_id, Instant::now());
+        self.accepted(chat_id);
         let bot_id = self.bot_id;
         let chat = self.chats.get_mut(&chat_id).expect("checked above");
         chat.last_message_id += 1;
@@ -828,7 +873,7 @@ impl TgState {
         stored.msg.edits += 1;
         stored.edit_date = Some(unix_now());
         let answer = message_json(bot_id, kind, stored);
-        self.last_accepted.insert(chat_id, Instant::now());
+        self.accepted(chat_id);
         Ok(answer)
     }
 
@@ -849,7 +894,7 @@ impl TgState {
         stored.msg.edits += 1;
         stored.edit_date = Some(unix_now());
         let answer = message_json(bot_id, kind, stored);
-        self.last_accepted.insert(chat_id, Instant::now());
+        self.accepted(chat_id);
         Ok(answer)
     }
 
@@ -2155,6 +2200,35 @@ mod tests {
             (status, body["description"].as_str().unwrap()),
             (400, NOT_MODIFIED)
         );
+    }
+
+    #[tokio::test]
+    async fn a_group_takes_at_most_its_limit_per_window_and_a_private_chat_is_not_counted() {
+        const GROUP: i64 = -1_001_234_567_890;
+        let fake = FakeTelegram::start(TOKEN, OWNER).await;
+        fake.add_chat(GROUP);
+        fake.set_group_limit(2, Duration::from_millis(1_500));
+        let to_group = |text: &str| {
+            let mut body = approval(text);
+            body["chat_id"] = json!(GROUP);
+            body
+        };
+        for text in ["one", "two"] {
+            assert_eq!(call(&fake, "SendMessage", to_group(text)).await.0, 200);
+        }
+        let (status, body) = call(&fake, "SendMessage", to_group("three")).await;
+        assert_eq!(status, 429);
+        assert_eq!(body["parameters"]["retry_after"], 2);
+        assert_eq!(fake.messages(GROUP).len(), 2, "a 429 is not applied");
+        // An edit counts like a send.
+        let edit = json!({"chat_id": GROUP, "message_id": 1, "text": "edited"});
+        assert_eq!(call(&fake, "EditMessageText", edit.clone()).await.0, 429);
+        // The private chat has no such limit.
+        for text in ["a", "b", "c"] {
+            assert_eq!(call(&fake, "SendMessage", approval(text)).await.0, 200);
+        }
+        tokio::time::sleep(Duration::from_millis(1_600)).await;
+        assert_eq!(call(&fake, "EditMessageText", edit).await.0, 200);
     }
 
     #[tokio::test]

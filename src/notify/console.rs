@@ -7,7 +7,8 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::{Card, CardState, MessageRef, Notice, Notifier, NotifyError, Span};
+use super::render::GROUP_CONTEXT_CHARS;
+use super::{Card, CardState, Group, MessageRef, Notice, Notifier, NotifyError, Span};
 
 #[derive(Default)]
 pub struct Console {
@@ -45,6 +46,62 @@ pub fn text(card: &Card) -> String {
     out
 }
 
+/// A message as plain text: a lone approval's card, or a group's header and one line per
+/// approval, each pending one with its own link.
+pub fn group_text(group: &Group) -> String {
+    if let Some(card) = group.single() {
+        return text(card);
+    }
+    let (symbol, header) = group.header();
+    let mut out = format!("{symbol} {header}");
+    if let Some(total) = group.total_line() {
+        out.push_str(&format!(" · {total}"));
+    }
+    for (n, card) in group.entries() {
+        let (symbol, word) = card.state.label();
+        out.push_str(&format!("\n  {n}. {symbol} "));
+        if !card.state.is_pending() {
+            out.push_str(&format!("{word} · "));
+        }
+        out.push_str(&card.headline);
+        if let Some(a) = card.short_amount() {
+            out.push_str(&format!(" · {a}"));
+        }
+        let context = card.short_context(GROUP_CONTEXT_CHARS);
+        if !context.is_empty() {
+            out.push_str(&format!(" · {context:?}"));
+        }
+        if card.state.is_pending() {
+            if let Some(line) = card.expiry_line() {
+                out.push_str(&format!(" · expires {line}"));
+            }
+            out.push_str(&format!("\n     Review and sign: {}", card.link));
+        }
+        out.push_str(&format!("\n     approval {}", card.approval_id));
+    }
+    out
+}
+
+/// A reminder naming each approval of `group`.
+fn reminder(group: &Group) -> String {
+    let line = |card: &Card| {
+        let left = card
+            .expires_at
+            .map(|t| super::render::relative(t, card.now))
+            .unwrap_or_default();
+        format!("⏰ {} expires {left}: {}", card.headline, card.link)
+    };
+    match group.single() {
+        Some(card) => line(card),
+        None => group
+            .entries()
+            .iter()
+            .map(|(n, card)| format!("{n}. {}", line(card)))
+            .collect::<Vec<_>>()
+            .join("\n"),
+    }
+}
+
 fn print(block: &str) -> Result<(), NotifyError> {
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "{block}\n")
@@ -61,27 +118,30 @@ impl Notifier for Console {
         Duration::ZERO
     }
 
-    async fn post(&self, card: &Card) -> Result<MessageRef, NotifyError> {
+    async fn remind(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
+        self.remind_group(message, &Group::one(card)).await
+    }
+
+    async fn post_group(&self, group: &Group) -> Result<MessageRef, NotifyError> {
         let n = self.next.fetch_add(1, Ordering::Relaxed) + 1;
-        print(&format!("── new message ──\n{}", text(card)))?;
+        print(&format!("── new message ──\n{}", group_text(group)))?;
+        // Named after its first approval, which no earlier message recorded (it was waiting to
+        // be posted), and the count: unique, so no two messages share a reference.
+        let first = group.cards().next().map(|c| c.approval_id.as_str());
         Ok(MessageRef::new(
             "console",
-            format!("{}-{n}", card.approval_id),
+            format!("{}-{n}", first.unwrap_or_default()),
         ))
     }
 
-    async fn edit(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
-        print(&format!("── edit of {message} ──\n{}", text(card)))
+    async fn edit_group(&self, message: &MessageRef, group: &Group) -> Result<(), NotifyError> {
+        print(&format!("── edit of {message} ──\n{}", group_text(group)))
     }
 
-    async fn remind(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
-        let left = card
-            .expires_at
-            .map(|t| super::render::relative(t, card.now))
-            .unwrap_or_default();
+    async fn remind_group(&self, message: &MessageRef, group: &Group) -> Result<(), NotifyError> {
         print(&format!(
-            "── reminder for {message} ──\n⏰ {} expires {left}: {}",
-            card.headline, card.link
+            "── reminder for {message} ──\n{}",
+            reminder(group)
         ))
     }
 

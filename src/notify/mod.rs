@@ -13,7 +13,7 @@ use std::future::Future;
 use std::time::Duration;
 
 pub use crate::notices::{Notice, Span};
-pub use render::{Card, CardState, Fact};
+pub use render::{Card, CardState, Fact, Group};
 
 /// Where a posted message lives (a chat and a message in it); the store keeps it and hands it
 /// back for edits and reminders.
@@ -46,15 +46,43 @@ pub trait Notifier: Send + Sync + 'static {
     /// The least time between two requests to the owner's chat.
     fn min_interval(&self) -> Duration;
 
-    /// Posts a new message showing `card`, silently when `card.silent` (quiet hours).
-    fn post(&self, card: &Card) -> impl Future<Output = Result<MessageRef, NotifyError>> + Send;
+    /// Posts a new message showing every approval of `group`, silently when `group.silent()`
+    /// (quiet hours). A group of one is exactly [`Notifier::post`] of its card.
+    fn post_group(
+        &self,
+        group: &Group,
+    ) -> impl Future<Output = Result<MessageRef, NotifyError>> + Send;
+
+    /// Edits the message at `message` to show `group`, every approval it holds (a group of one:
+    /// exactly [`Notifier::edit`]).
+    fn edit_group(
+        &self,
+        message: &MessageRef,
+        group: &Group,
+    ) -> impl Future<Output = Result<(), NotifyError>> + Send;
+
+    /// Replies to `message` with one reminder naming every approval of `group` (of one: exactly
+    /// [`Notifier::remind`]).
+    fn remind_group(
+        &self,
+        message: &MessageRef,
+        group: &Group,
+    ) -> impl Future<Output = Result<(), NotifyError>> + Send;
+
+    /// Posts a new message showing `card`, silently when `card.silent` (quiet hours): a group
+    /// of one.
+    fn post(&self, card: &Card) -> impl Future<Output = Result<MessageRef, NotifyError>> + Send {
+        async move { self.post_group(&Group::one(card)).await }
+    }
 
     /// Edits the message at `message` to show `card`. An edit that changes nothing is a success.
     fn edit(
         &self,
         message: &MessageRef,
         card: &Card,
-    ) -> impl Future<Output = Result<(), NotifyError>> + Send;
+    ) -> impl Future<Output = Result<(), NotifyError>> + Send {
+        async move { self.edit_group(message, &Group::one(card)).await }
+    }
 
     /// Sends one short reminder that notifies the owner (silently when `card.silent`), in reply
     /// to `message`, while the approval is still pending (the message itself is edited to show
@@ -89,6 +117,29 @@ impl<N: Notifier> Notifier for std::sync::Arc<N> {
 
     fn min_interval(&self) -> Duration {
         (**self).min_interval()
+    }
+
+    fn post_group(
+        &self,
+        group: &Group,
+    ) -> impl Future<Output = Result<MessageRef, NotifyError>> + Send {
+        (**self).post_group(group)
+    }
+
+    fn edit_group(
+        &self,
+        message: &MessageRef,
+        group: &Group,
+    ) -> impl Future<Output = Result<(), NotifyError>> + Send {
+        (**self).edit_group(message, group)
+    }
+
+    fn remind_group(
+        &self,
+        message: &MessageRef,
+        group: &Group,
+    ) -> impl Future<Output = Result<(), NotifyError>> + Send {
+        (**self).remind_group(message, group)
     }
 
     fn post(&self, card: &Card) -> impl Future<Output = Result<MessageRef, NotifyError>> + Send {

@@ -15,10 +15,15 @@ use teloxide::types::{
 };
 use teloxide::{ApiError, RequestError};
 
-use super::render::AmountSource;
-use super::{Card, CardState, MessageRef, Notice, Notifier, NotifyError, Span};
+use super::render::{AmountSource, GROUP_CUTS};
+use super::{Card, CardState, Group, MessageRef, Notice, Notifier, NotifyError, Span};
 use crate::config::{ExposeSecret, TelegramSettings};
-use crate::text::html_escape as esc;
+use crate::text::{cut, html_escape as esc};
+
+/// Telegram's limit on a message's text, in UTF-16 units after the HTML is parsed.
+pub const MAX_TEXT_UTF16: usize = 4096;
+/// What a group's button says at most (Telegram cuts long labels on screen anyway).
+const BUTTON_CHARS: usize = 64;
 
 pub struct Telegram {
     bot: Bot,
@@ -73,6 +78,106 @@ fn keyboard(card: &Card) -> InlineKeyboardMarkup {
         // An empty keyboard removes the button from an edited message.
         _ => InlineKeyboardMarkup::default(),
     }
+}
+
+/// A group's keyboard: one row per approval still pending, each its own link, labelled with
+/// its line number, action and amount. A lone approval keeps its card's one button.
+fn group_keyboard(group: &Group) -> InlineKeyboardMarkup {
+    if let Some(card) = group.single() {
+        return keyboard(card);
+    }
+    let rows: Vec<Vec<InlineKeyboardButton>> = group
+        .entries()
+        .iter()
+        .filter(|(_, card)| card.state.is_pending())
+        .filter_map(|(n, card)| {
+            let url = reqwest::Url::parse(&card.link).ok()?;
+            Some(vec![InlineKeyboardButton::url(
+                card.button_label(*n, BUTTON_CHARS),
+                url,
+            )])
+        })
+        .collect();
+    // No row left removes the keyboard from an edited message.
+    InlineKeyboardMarkup::new(rows)
+}
+
+/// The message for `group` in Telegram's HTML: a lone approval's card exactly as on its own, or
+/// a header and one line per approval. A line's context, and then its approval id, are cut
+/// until the whole fits Telegram's limit: a group is never refused for its size.
+pub fn group_html(group: &Group) -> String {
+    if let Some(card) = group.single() {
+        return html(card);
+    }
+    fit(|context, id| group_html_at(group, context, id))
+}
+
+/// The first rendering that fits Telegram's limit, trying ever shorter context, then ids.
+fn fit(render: impl Fn(usize, usize) -> String) -> String {
+    let mut text = String::new();
+    for (context, id) in GROUP_CUTS {
+        text = render(context, id);
+        if visible_len(&text) <= MAX_TEXT_UTF16 {
+            break;
+        }
+    }
+    text
+}
+
+fn group_html_at(group: &Group, context: usize, id_chars: usize) -> String {
+    let (symbol, header) = group.header();
+    let mut out = format!("{symbol} <b>{}</b>", esc(&header));
+    if let Some(total) = group.total_line() {
+        out.push_str(&format!(" · <b>{}</b>", esc(&total)));
+    }
+    for (n, card) in group.entries() {
+        let (symbol, word) = card.state.label();
+        if card.state.is_pending() {
+            out.push_str(&format!("\n{n}. {symbol} <b>{}</b>", esc(&card.headline)));
+        } else {
+            out.push_str(&format!(
+                "\n{n}. {symbol} {} · {}",
+                esc(&word),
+                esc(&card.headline)
+            ));
+        }
+        if let Some(a) = card.short_amount() {
+            out.push_str(&format!(" · {}", esc(&a)));
+        }
+        let context = card.short_context(context);
+        if !context.is_empty() {
+            out.push_str(&format!(" · {}", code(&context)));
+        }
+        if card.state.is_pending()
+            && let Some(line) = card.expiry_line()
+        {
+            out.push_str(&format!(" · expires {}", esc(&line)));
+        }
+        out.push_str(&format!(
+            " · <i>approval {}</i>",
+            esc(&cut(&card.approval_id, id_chars))
+        ));
+    }
+    out
+}
+
+/// The length Telegram counts: UTF-16 units of the text once tags are parsed away and entities
+/// decoded (every `<` and `&` of the text itself is escaped, so each one opens a tag or an
+/// entity).
+fn visible_len(html: &str) -> usize {
+    let mut n = 0;
+    let mut chars = html.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '<' => chars.by_ref().take_while(|&c| c != '>').for_each(drop),
+            '&' => {
+                chars.by_ref().take_while(|&c| c != ';').for_each(drop);
+                n += 1;
+            }
+            c => n += c.len_utf16(),
+        }
+    }
+    n
 }
 
 /// Outside text as Telegram shows it literally: escaped, in code, where Telegram neither formats
@@ -149,27 +254,31 @@ impl Notifier for Telegram {
         self.min_interval
     }
 
-    async fn post(&self, card: &Card) -> Result<MessageRef, NotifyError> {
+    async fn remind(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
+        self.remind_group(message, &Group::one(card)).await
+    }
+
+    async fn post_group(&self, group: &Group) -> Result<MessageRef, NotifyError> {
         let message = self
             .bot
-            .send_message(self.chat, html(card))
+            .send_message(self.chat, group_html(group))
             .parse_mode(ParseMode::Html)
             .link_preview_options(no_preview())
-            .reply_markup(keyboard(card))
-            .disable_notification(card.silent)
+            .reply_markup(group_keyboard(group))
+            .disable_notification(group.silent())
             .await
             .map_err(classify)?;
         Ok(MessageRef::new(message.chat.id.0, message.id.0))
     }
 
-    async fn edit(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
+    async fn edit_group(&self, message: &MessageRef, group: &Group) -> Result<(), NotifyError> {
         let (chat, id) = parse_ref(message)?;
         let result = self
             .bot
-            .edit_message_text(chat, id, html(card))
+            .edit_message_text(chat, id, group_html(group))
             .parse_mode(ParseMode::Html)
             .link_preview_options(no_preview())
-            .reply_markup(keyboard(card))
+            .reply_markup(group_keyboard(group))
             .await;
         match result {
             Ok(_) => Ok(()),
@@ -179,13 +288,13 @@ impl Notifier for Telegram {
         }
     }
 
-    async fn remind(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
+    async fn remind_group(&self, message: &MessageRef, group: &Group) -> Result<(), NotifyError> {
         let (chat, id) = parse_ref(message)?;
         self.bot
-            .send_message(chat, reminder_html(card))
+            .send_message(chat, group_reminder_html(group))
             .parse_mode(ParseMode::Html)
             .link_preview_options(no_preview())
-            .disable_notification(card.silent)
+            .disable_notification(group.silent())
             // If the owner deleted the original, the reminder still stands on its own.
             .reply_parameters(ReplyParameters::new(id).allow_sending_without_reply())
             .await
@@ -241,9 +350,32 @@ pub fn notice_html(notice: &Notice) -> String {
     out
 }
 
+/// A reminder naming every approval of `group` (one: exactly [`reminder_html`]), by its line
+/// in the message it replies to.
+pub fn group_reminder_html(group: &Group) -> String {
+    if let Some(card) = group.single() {
+        return reminder_html(card);
+    }
+    fit(|_, id_chars| {
+        let mut out = format!(
+            "⏰ <b>Reminder</b>: {} approvals still wait for you",
+            group.len()
+        );
+        for (n, card) in group.entries() {
+            out.push_str(&format!("\n{n}. {}", reminded(card, id_chars)));
+        }
+        out
+    })
+}
+
 /// The short nudge sent as a reply: what, how much, how long is left.
 pub fn reminder_html(card: &Card) -> String {
-    let mut out = format!("⏰ <b>Reminder</b>: {}", esc(&card.headline));
+    format!("⏰ <b>Reminder</b>: {}", reminded(card, usize::MAX))
+}
+
+/// What a reminder says of one approval, its id cut to `id_chars`.
+fn reminded(card: &Card, id_chars: usize) -> String {
+    let mut out = esc(&card.headline);
     if let Some(a) = &card.amount {
         out.push_str(&format!(" · {}", esc(&a.value.to_string())));
     }
@@ -253,7 +385,10 @@ pub fn reminder_html(card: &Card) -> String {
             esc(&super::render::relative(t, card.now))
         ));
     }
-    out.push_str(&format!(" · <i>approval {}</i>", esc(&card.approval_id)));
+    out.push_str(&format!(
+        " · <i>approval {}</i>",
+        esc(&cut(&card.approval_id, id_chars))
+    ));
     out
 }
 
@@ -328,5 +463,32 @@ fn classify_api(api: ApiError) -> NotifyError {
             }
         }
         other => NotifyError::Permanent(format!("Telegram refused: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::render::fixtures::worst_group;
+
+    #[test]
+    fn a_group_of_25_of_the_worst_fits_telegrams_limit_with_every_line_and_button() {
+        let group = worst_group(25);
+        let text = group_html(&group);
+        assert!(
+            visible_len(&text) <= MAX_TEXT_UTF16,
+            "{}",
+            visible_len(&text)
+        );
+        assert_eq!(text.lines().count(), 26);
+        for n in 1..=25 {
+            assert!(text.contains(&format!("\n{n}. 🔔 <b>")), "line {n}");
+        }
+        assert!(!text.contains("<b>Spanish") && !text.contains("@everyone <"));
+        assert_eq!(group_keyboard(&group).inline_keyboard.len(), 25);
+        let reminder = group_reminder_html(&group);
+        assert!(visible_len(&reminder) <= MAX_TEXT_UTF16);
+        // What Telegram counts: text without tags, entities as one character.
+        assert_eq!(visible_len("<b>a&amp;b</b> <code>&lt;é</code>"), 6);
     }
 }

@@ -150,6 +150,12 @@ pub const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (problem, channel)
     ) WITHOUT ROWID;
     "#,
+    // 7: grouped messages (§3.9): the deliveries that share a message_ref on a channel are the
+    // approvals of one message, and each edit reads all of them, so they are found by it.
+    r#"
+    CREATE INDEX deliveries_message ON deliveries(channel, message_ref)
+        WHERE message_ref IS NOT NULL;
+    "#,
 ];
 
 use rusqlite::Connection;

@@ -33,7 +33,7 @@ mod verify;
 mod views;
 mod writer;
 
-pub use delivery::{ApprovalRecord, DeliveryJob, DeliveryOutcome, MessageRef};
+pub use delivery::{ApprovalRecord, DeliveryJob, DeliveryOutcome, Member, MessageRef, Shown};
 pub use intake::{Inserted, NewSubmission};
 pub use migrations::SCHEMA_VERSION;
 pub use notices::{NoticeRow, ProblemRow};

@@ -8,6 +8,7 @@ mod delivery;
 #[cfg(feature = "demo")]
 mod demo;
 mod discord;
+mod grouping;
 mod init;
 mod intake;
 mod notices;

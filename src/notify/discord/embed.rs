@@ -11,8 +11,8 @@
 use serenity::all::{Colour, CreateActionRow, CreateButton, CreateEmbed, CreateEmbedFooter};
 
 use super::markdown::{chars, cut, escape_markdown, inline_code};
-use crate::notify::render::{AmountSource, clean, format_utc};
-use crate::notify::{Card, CardState};
+use crate::notify::render::{AmountSource, GROUP_CUTS as CUTS, clean, format_utc};
+use crate::notify::{Card, CardState, Group};
 
 /// Embed colours by status.
 pub const AMBER: u32 = 0xF5A623;
@@ -30,7 +30,89 @@ pub const MAX_FOOTER: usize = 2048;
 const FOOTER_CHARS: usize = 256;
 pub const MAX_EMBED_TOTAL: usize = 6000;
 
+pub const MAX_CONTENT: usize = 2000;
+/// Discord's limits on components: action rows, link buttons in a row, a button's label.
+pub const MAX_ROWS: usize = 5;
+pub const MAX_ROW_BUTTONS: usize = 5;
+pub const MAX_LABEL: usize = 80;
+
 const BUTTON_LABEL: &str = "Review and sign in OpenTrain";
+
+/// A reminder naming every approval of `group` (one: exactly [`reminder_text`]) by its line in
+/// the message it replies to, within Discord's 2000 characters of content.
+pub fn group_reminder_text(group: &Group) -> String {
+    if let Some(card) = group.single() {
+        return reminder_text(card);
+    }
+    let head = format!(
+        "⏰ **Reminder**: {} approvals still wait for you",
+        group.len()
+    );
+    let line = |n: usize, card: &Card, id_chars: usize| {
+        let mut out = format!("{n}\\. {}", escape_markdown(&card.headline, 100));
+        if let Some(a) = &card.amount {
+            out.push_str(&format!(" · {}", a.value));
+        }
+        if let Some(t) = card.expires_at {
+            out.push_str(&format!(" expires <t:{}:R>", t.timestamp()));
+        }
+        out.push_str(&format!(
+            " · approval {}",
+            inline_code(&card.approval_id, id_chars)
+        ));
+        out
+    };
+    for (_, id_chars) in CUTS {
+        let mut text = head.clone();
+        for (n, card) in group.entries() {
+            text.push('\n');
+            text.push_str(&line(*n, card, id_chars));
+        }
+        if chars(&text) <= MAX_CONTENT {
+            return text;
+        }
+    }
+    // Still too long (it cannot be with 25 lines, but never refuse): name as many as fit.
+    let mut lines = vec![head];
+    let entries = group.entries();
+    for (i, (n, card)) in entries.iter().enumerate() {
+        let more = format!("\n… and {} more", entries.len() - i);
+        let next = line(*n, card, 24);
+        if chars(&lines.join("\n")) + 1 + chars(&next) + chars(&more) > MAX_CONTENT {
+            lines.push(more.trim_start().to_string());
+            break;
+        }
+        lines.push(next);
+    }
+    cut(&lines.join("\n"), MAX_CONTENT)
+}
+
+/// A group's buttons: one link per approval still pending, labelled with its line number,
+/// action and amount, five to a row (at most 25: `grouping.max_batch` is at most that). A lone
+/// approval keeps its card's one button.
+pub(super) fn group_components(group: &Group) -> Vec<CreateActionRow> {
+    if let Some(card) = group.single() {
+        return components(card);
+    }
+    let buttons: Vec<CreateButton> = group
+        .entries()
+        .iter()
+        .filter(|(_, card)| card.state.is_pending())
+        .take(MAX_ROWS * MAX_ROW_BUTTONS)
+        .map(|(n, card)| CreateButton::new_link(&card.link).label(card.button_label(*n, MAX_LABEL)))
+        .collect();
+    // No row left removes the buttons from an edited message.
+    buttons
+        .chunks(MAX_ROW_BUTTONS)
+        .map(|row| CreateActionRow::Buttons(row.to_vec()))
+        .collect()
+}
+
+/// The embed for a message: a lone approval's card as on its own, or a group's header as the
+/// title and one field per approval.
+pub fn group_embed(group: &Group) -> CreateEmbed {
+    build(EmbedView::of_group(group))
+}
 
 pub fn reminder_text(card: &Card) -> String {
     let mut out = format!("⏰ **Reminder**: {}", escape_markdown(&card.headline, 100));
@@ -73,12 +155,28 @@ pub fn colour(state: &CardState) -> u32 {
 
 /// The embed for `card`, within Discord's limits.
 pub fn embed(card: &Card) -> CreateEmbed {
-    let view = EmbedView::of(card);
+    build(EmbedView::of(card))
+}
+
+fn build(view: EmbedView) -> CreateEmbed {
     CreateEmbed::new()
         .title(view.title)
         .colour(Colour::new(view.colour))
         .fields(view.fields)
         .footer(CreateEmbedFooter::new(view.footer))
+}
+
+/// A group's colour: amber while any approval waits, else the colour all share, else grey.
+fn group_colour(group: &Group) -> u32 {
+    let mut colours = group.cards().map(|c| colour(&c.state));
+    let first = colours.next().unwrap_or(GREY);
+    if group.waiting() > 0 {
+        AMBER
+    } else if colours.all(|c| c == first) {
+        first
+    } else {
+        GREY
+    }
 }
 
 /// The embed's text, rendered and cut to Discord's limits.
@@ -209,6 +307,76 @@ impl EmbedView {
             colour: colour(&card.state),
             fields,
             footer,
+        }
+    }
+
+    /// A group's embed within Discord's limits: a lone approval's card exactly as on its own;
+    /// for more, each line's context, and then its approval id, are cut until the whole fits.
+    pub fn of_group(group: &Group) -> EmbedView {
+        if let Some(card) = group.single() {
+            return EmbedView::of(card);
+        }
+        let mut view = EmbedView::group_at(group, CUTS[0].0, CUTS[0].1);
+        for (context, id_chars) in CUTS.into_iter().skip(1) {
+            if view.total_chars() <= MAX_EMBED_TOTAL {
+                break;
+            }
+            view = EmbedView::group_at(group, context, id_chars);
+        }
+        view
+    }
+
+    fn group_at(group: &Group, context: usize, id_chars: usize) -> EmbedView {
+        let (symbol, header) = group.header();
+        let total = group
+            .total_line()
+            .map(|t| format!(" · {t}"))
+            .unwrap_or_default();
+        let title = cut(&format!("{symbol} {header}{total}"), MAX_TITLE);
+        let fields = group
+            .entries()
+            .iter()
+            .take(MAX_FIELDS)
+            .map(|(n, card)| {
+                let (symbol, word) = card.state.label();
+                let mut name = format!("{n}. {symbol} ");
+                if !card.state.is_pending() {
+                    name.push_str(&format!("{} · ", escape_markdown(&word, 60)));
+                }
+                name.push_str(&escape_markdown(&card.headline, 100));
+                if let Some(a) = card.short_amount() {
+                    name.push_str(&format!(" · {a}"));
+                }
+                let mut lines = Vec::new();
+                let context = card.short_context(context);
+                if !context.is_empty() {
+                    lines.push(inline_code(&context, MAX_FIELD_VALUE / 2));
+                }
+                match (&card.state, card.expires_at, card.state.resolved_at()) {
+                    (CardState::Pending, Some(t), _) => lines.push(format!(
+                        "Expires {} (<t:{}:R>)",
+                        format_utc(t),
+                        t.timestamp()
+                    )),
+                    (_, _, Some(t)) => lines.push(format!("Resolved {}", format_utc(t))),
+                    _ => {}
+                }
+                lines.push(format!(
+                    "approval {}",
+                    inline_code(&card.approval_id, id_chars.saturating_add(8))
+                ));
+                (
+                    cut(&name, MAX_FIELD_NAME),
+                    cut(&lines.join("\n"), MAX_FIELD_VALUE),
+                    false,
+                )
+            })
+            .collect();
+        EmbedView {
+            title,
+            colour: group_colour(group),
+            fields,
+            footer: format!("{} approvals in this message", group.len()),
         }
     }
 
@@ -382,6 +550,38 @@ mod tests {
         }
         let json = serde_json::to_value(embed(&c)).unwrap();
         assert_eq!(json["fields"].as_array().unwrap().len(), view.fields.len());
+    }
+
+    #[test]
+    fn a_group_of_25_of_the_worst_stays_within_discords_limits() {
+        let group = crate::notify::render::fixtures::worst_group(25);
+        let view = EmbedView::of_group(&group);
+        assert_eq!(view.fields.len(), MAX_FIELDS);
+        assert!(
+            view.total_chars() <= MAX_EMBED_TOTAL,
+            "{}",
+            view.total_chars()
+        );
+        assert!(chars(&view.title) <= MAX_TITLE);
+        for (name, value, _) in &view.fields {
+            assert!(!name.is_empty() && chars(name) <= MAX_FIELD_NAME, "{name}");
+            assert!(
+                !value.is_empty() && chars(value) <= MAX_FIELD_VALUE,
+                "{value}"
+            );
+            assert!(!value.contains("@e") && !value.contains("@<"), "{value}");
+        }
+        let rows = group_components(&group);
+        assert_eq!(rows.len(), MAX_ROWS);
+        let json = serde_json::to_value(&rows).unwrap();
+        for row in json.as_array().unwrap() {
+            let buttons = row["components"].as_array().unwrap();
+            assert_eq!(buttons.len(), MAX_ROW_BUTTONS);
+            for b in buttons {
+                assert!(chars(b["label"].as_str().unwrap()) <= MAX_LABEL);
+            }
+        }
+        assert!(chars(&group_reminder_text(&group)) <= MAX_CONTENT);
     }
 
     #[test]

@@ -29,11 +29,11 @@ use serenity::all::{
 use sha2::{Digest, Sha256};
 use tokio::sync::OnceCell;
 
-pub use embed::{EmbedView, colour, embed, reminder_text};
+pub use embed::{EmbedView, colour, embed, group_embed, group_reminder_text, reminder_text};
 pub use markdown::{escape_markdown, inline_code};
 pub use transport::client_builder;
 
-use super::{Card, MessageRef, Notice, Notifier, NotifyError, Span};
+use super::{Card, Group, MessageRef, Notice, Notifier, NotifyError, Span};
 use crate::config::{DiscordSettings, DiscordTarget, ExposeSecret};
 use errors::{Op, classify};
 use transport::{Call, Transport};
@@ -149,28 +149,32 @@ impl Notifier for Discord {
         self.min_interval
     }
 
-    async fn post(&self, card: &Card) -> Result<MessageRef, NotifyError> {
+    async fn remind(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
+        self.remind_group(message, &Group::one(card)).await
+    }
+
+    async fn post_group(&self, group: &Group) -> Result<MessageRef, NotifyError> {
         let channel = self.target_channel().await?;
         let body = CreateMessage::new()
-            .embed(embed(card))
-            .components(embed::components(card))
+            .embed(group_embed(group))
+            .components(embed::group_components(group))
             .allowed_mentions(CreateAllowedMentions::new())
             // A post repeated after a lost answer returns the first message instead of a
             // second one (Discord remembers nonces for a few minutes).
-            .nonce(Nonce::String(nonce(&card.approval_id)))
+            .nonce(Nonce::String(nonce(group)))
             .enforce_nonce(true)
-            .flags(flags(card));
+            .flags(flags(group));
         let posted: Posted = self
             .fire(Call::Post(channel, to_body(&body)?), Op::Post)
             .await?;
         Ok(MessageRef::new(posted.channel_id, posted.id))
     }
 
-    async fn edit(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
+    async fn edit_group(&self, message: &MessageRef, group: &Group) -> Result<(), NotifyError> {
         let (channel, id) = parse_ref(message)?;
         let body = EditMessage::new()
-            .embed(embed(card))
-            .components(embed::components(card))
+            .embed(group_embed(group))
+            .components(embed::group_components(group))
             .allowed_mentions(CreateAllowedMentions::new());
         let _: IgnoredAny = self
             .fire(Call::Edit(channel, id, to_body(&body)?), Op::Edit)
@@ -178,10 +182,10 @@ impl Notifier for Discord {
         Ok(())
     }
 
-    async fn remind(&self, message: &MessageRef, card: &Card) -> Result<(), NotifyError> {
+    async fn remind_group(&self, message: &MessageRef, group: &Group) -> Result<(), NotifyError> {
         let (channel, id) = parse_ref(message)?;
         let body = CreateMessage::new()
-            .content(reminder_text(card))
+            .content(group_reminder_text(group))
             // If the owner deleted the original, the reminder still stands on its own.
             .reference_message(
                 MessageReference::new(MessageReferenceKind::Default, channel)
@@ -189,7 +193,7 @@ impl Notifier for Discord {
                     .fail_if_not_exists(false),
             )
             .allowed_mentions(CreateAllowedMentions::new())
-            .flags(flags(card));
+            .flags(flags(group));
         let _: IgnoredAny = self
             .fire(Call::Post(channel, to_body(&body)?), Op::Remind)
             .await?;
@@ -249,10 +253,10 @@ pub fn notice_text(notice: &Notice) -> String {
     out
 }
 
-/// A silent card (quiet hours) goes out with `SUPPRESS_NOTIFICATIONS`: it appears, but does
+/// A silent message (quiet hours) goes out with `SUPPRESS_NOTIFICATIONS`: it appears, but does
 /// not ring.
-fn flags(card: &Card) -> MessageFlags {
-    if card.silent {
+fn flags(group: &Group) -> MessageFlags {
+    if group.silent() {
         MessageFlags::SUPPRESS_NOTIFICATIONS
     } else {
         MessageFlags::empty()
@@ -272,9 +276,15 @@ fn to_body(body: &impl serde::Serialize) -> Result<Vec<u8>, NotifyError> {
         .map_err(|e| NotifyError::Permanent(format!("cannot encode the Discord message: {e}")))
 }
 
-/// Up to 25 characters, the same for every post of one approval.
-fn nonce(approval_id: &str) -> String {
-    let digest = Sha256::digest(format!("countersign:{approval_id}").as_bytes());
+/// Up to 25 characters, the same for every post of the same approvals (of one approval, the
+/// same as before messages held several).
+fn nonce(group: &Group) -> String {
+    let ids: Vec<&str> = group.cards().map(|c| c.approval_id.as_str()).collect();
+    approvals_nonce(&ids.join(","))
+}
+
+fn approvals_nonce(approval_ids: &str) -> String {
+    let digest = Sha256::digest(format!("countersign:{approval_ids}").as_bytes());
     hex::encode(digest)[..25].to_string()
 }
 
@@ -304,8 +314,9 @@ mod tests {
 
     #[test]
     fn nonce_is_stable_and_short() {
-        assert_eq!(nonce("apr_1"), nonce("apr_1"));
-        assert_ne!(nonce("apr_1"), nonce("apr_2"));
-        assert_eq!(nonce("apr_1").len(), 25);
+        assert_eq!(approvals_nonce("apr_1"), approvals_nonce("apr_1"));
+        assert_ne!(approvals_nonce("apr_1"), approvals_nonce("apr_2"));
+        assert_ne!(approvals_nonce("apr_1"), approvals_nonce("apr_1,apr_2"));
+        assert_eq!(approvals_nonce("apr_1").len(), 25);
     }
 }

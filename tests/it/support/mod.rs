@@ -45,6 +45,9 @@ pub struct Options {
     pub discord: Option<DiscordMode>,
     pub discord_interval_ms: u64,
     pub proxy: bool,
+    /// `grouping.min_batch` and `grouping.max_batch`; `None` turns grouping off, so that every
+    /// approval gets a message of its own, as the tests written before grouping expect.
+    pub grouping: Option<(usize, usize)>,
     pub extra_toml: String,
 }
 
@@ -57,6 +60,7 @@ impl Default for Options {
             discord: None,
             discord_interval_ms: 60,
             proxy: false,
+            grouping: None,
             extra_toml: String::new(),
         }
     }
@@ -119,12 +123,14 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     } else {
         ""
     };
+    let (min_batch, max_batch) = options.grouping.unwrap_or((0, 10));
+    let grouping_toml = format!("[grouping]\nmin_batch = {min_batch}\nmax_batch = {max_batch}\n");
     let toml = format!(
         "[hook]\nlisten = \"127.0.0.1:0\"\ntoken = \"{HOOK_TOKEN}\"\n\
          [opentrain]\napi_url = \"{}\"\napp_url = \"{APP_URL}\"\ntoken = \"{OT_TOKEN}\"\npoll_interval_secs = {}\nrequest_timeout_secs = 5\nnot_found_secs = 3\n\
          [store]\npath = \"{}\"\n\
          [console]\nenabled = false\n\
-         {telegram_toml}{discord_toml}{proxy_toml}{}",
+         {telegram_toml}{discord_toml}{proxy_toml}{grouping_toml}{}",
         opentrain.api_url(),
         options.poll_interval_secs,
         store_path.display(),
