@@ -157,7 +157,7 @@ impl App {
         let mut channels: Vec<&'static str> = Vec::new();
         if let Some(tg) = &settings.telegram {
             let telegram = Telegram::new(tg);
-            let pacer = Pacer::new(telegram.min_interval());
+            let pacer = Pacer::new(telegram.min_interval()).with_window(telegram.window());
             channels.push(telegram.channel());
             if tg.owner_commands {
                 let commands = OwnerCommands {

@@ -799,8 +799,9 @@ impl RawSettings {
             }
             (Some(bot_token), Some(chat_id)) => {
                 let api_url = http_url("telegram.api_url", &self.telegram.api_url)?;
-                // Telegram allows about 1 message/s in a private chat, 20/min in a group.
-                let default_ms = if chat_id > 0 { 1000 } else { 3000 };
+                // Telegram allows about 1 message/s in a chat; a group's 20 a minute are
+                // counted by the pacer's window (`Telegram::window`), not by spacing.
+                let default_ms = 1000;
                 Some(TelegramSettings {
                     bot_token,
                     chat_id,

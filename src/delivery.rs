@@ -84,6 +84,7 @@ impl<N: Notifier> Delivery<N> {
                 if !me.pacer.ready(&cancel).await {
                     return Ok(Vec::new());
                 }
+                me.gather(&cancel).await;
                 let job = store
                     .claim_delivery(channel, now_ms(), Self::lease().duration(), me.grouping)
                     .await?;
@@ -97,6 +98,24 @@ impl<N: Notifier> Delivery<N> {
             },
         )
         .await;
+    }
+
+    /// In a chat that counts messages over a window (a Telegram group: 20 a minute), a post of
+    /// fewer than `max_batch` approvals first waits one interval for company: a burst then goes
+    /// out in full messages from its first one, and 200 approvals take 20 messages, inside one
+    /// minute's allowance instead of spilling into the next. A lone approval there arrives one
+    /// interval later; edits and reminders wait only when a post is waiting too.
+    async fn gather(&self, cancel: &CancellationToken) {
+        if !self.pacer.windowed() || !self.grouping.is_on() {
+            return;
+        }
+        let channel = self.notifier.channel();
+        if let Ok(n) = self.store.waiting_posts(channel, now_ms()).await
+            && n > 0
+            && (n as usize) < self.grouping.max_batch
+        {
+            worker::sleep_or_cancel(self.pacer.interval(), cancel).await;
+        }
     }
 
     /// Paces, sends, and records one claimed message.

@@ -78,28 +78,80 @@ pub async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
 /// Spaces requests to one chat: every request takes the next free slot, and the next slot is at
 /// least `interval` after the previous request *finished* — not after it started, since the
 /// server times their arrival and one slow request would otherwise bunch the next two. A 429
-/// pushes every later slot past its `retry_after`. Shared by everything that writes to the chat
-/// (deliveries and answers to owner commands).
+/// pushes every later slot past its `retry_after`. A chat with a window (a Telegram group: 20
+/// messages a minute) also never gets more than `limit` requests in any `period`. Shared by
+/// everything that writes to the chat (deliveries, notices and answers to owner commands).
 #[derive(Clone)]
 pub struct Pacer {
     interval: Duration,
-    next: std::sync::Arc<std::sync::Mutex<tokio::time::Instant>>,
+    window: Option<Window>,
+    state: std::sync::Arc<std::sync::Mutex<PacerState>>,
+}
+
+/// At most `limit` requests in any `period`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Window {
+    pub limit: usize,
+    pub period: Duration,
+}
+
+struct PacerState {
+    next: tokio::time::Instant,
+    /// When the last `limit` requests went (a windowed chat only); oldest first.
+    sent: std::collections::VecDeque<tokio::time::Instant>,
 }
 
 impl Pacer {
     pub fn new(interval: Duration) -> Pacer {
         Pacer {
             interval,
-            next: std::sync::Arc::new(std::sync::Mutex::new(tokio::time::Instant::now())),
+            window: None,
+            state: std::sync::Arc::new(std::sync::Mutex::new(PacerState {
+                next: tokio::time::Instant::now(),
+                sent: std::collections::VecDeque::new(),
+            })),
         }
+    }
+
+    /// The same pace, and never more than `window.limit` requests in any `window.period`.
+    pub fn with_window(mut self, window: Option<Window>) -> Pacer {
+        self.window = window.filter(|w| w.limit > 0);
+        self
+    }
+
+    /// The chat counts requests over a window: every message there is precious.
+    pub fn windowed(&self) -> bool {
+        self.window.is_some()
+    }
+
+    /// The least time between two requests.
+    pub fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// The earliest a request may go now.
+    fn slot(&self, state: &PacerState) -> tokio::time::Instant {
+        let mut slot = state.next.max(tokio::time::Instant::now());
+        if let Some(w) = self.window
+            && state.sent.len() >= w.limit
+        {
+            slot = slot.max(state.sent[state.sent.len() - w.limit] + w.period);
+        }
+        slot
     }
 
     /// Waits for this request's slot; false on shutdown.
     pub async fn wait(&self, cancel: &CancellationToken) -> bool {
         let slot = {
-            let mut next = self.next.lock().expect("pacer lock");
-            let slot = (*next).max(tokio::time::Instant::now());
-            *next = slot + self.interval;
+            let mut state = self.state.lock().expect("pacer lock");
+            let slot = self.slot(&state);
+            state.next = slot + self.interval;
+            if let Some(w) = self.window {
+                state.sent.push_back(slot);
+                while state.sent.len() > w.limit {
+                    state.sent.pop_front();
+                }
+            }
             slot
         };
         tokio::select! {
@@ -112,23 +164,29 @@ impl Pacer {
     /// claims its work only then, so what arrives while the chat must be left alone is sent
     /// together.
     pub async fn ready(&self, cancel: &CancellationToken) -> bool {
-        let slot = *self.next.lock().expect("pacer lock");
+        let slot = self.slot(&self.state.lock().expect("pacer lock"));
         tokio::select! {
             _ = tokio::time::sleep_until(slot) => true,
             _ = cancel.cancelled() => false,
         }
     }
 
-    /// The request that waited last has finished: the next one goes `interval` after now.
+    /// The request that waited last has finished: the next one goes `interval` after now. In a
+    /// window it counts from now too (its arrival was no later), so a slow request never lets
+    /// the window's next one go early.
     pub fn done(&self) {
-        let mut next = self.next.lock().expect("pacer lock");
-        *next = (*next).max(tokio::time::Instant::now() + self.interval);
+        let now = tokio::time::Instant::now();
+        let mut state = self.state.lock().expect("pacer lock");
+        state.next = state.next.max(now + self.interval);
+        if let Some(last) = state.sent.back_mut() {
+            *last = (*last).max(now);
+        }
     }
 
     /// Nothing may be sent before `d` from now (the chat said so with a 429).
     pub fn hold_for(&self, d: Duration) {
-        let mut next = self.next.lock().expect("pacer lock");
-        *next = (*next).max(tokio::time::Instant::now() + d);
+        let mut state = self.state.lock().expect("pacer lock");
+        state.next = state.next.max(tokio::time::Instant::now() + d);
     }
 }
 
@@ -205,4 +263,48 @@ pub async fn pool<J, Claim, ClaimFut, Next, NextFut, Work, WorkFut>(
         }
     }
     while running.join_next().await.is_some() {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// When each of `n` requests goes, in ms from the start, one after another.
+    async fn schedule(pacer: &Pacer, n: usize) -> Vec<u64> {
+        let start = tokio::time::Instant::now();
+        let cancel = CancellationToken::new();
+        let mut at = Vec::new();
+        for _ in 0..n {
+            assert!(pacer.wait(&cancel).await);
+            at.push((tokio::time::Instant::now() - start).as_millis() as u64);
+            pacer.done();
+        }
+        at
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_window_lets_a_burst_go_at_the_interval_then_waits_for_the_oldest_to_leave_it() {
+        let pacer = Pacer::new(Duration::from_secs(1)).with_window(Some(Window {
+            limit: 20,
+            period: Duration::from_secs(60),
+        }));
+        let at = schedule(&pacer, 22).await;
+        assert_eq!(&at[..3], [0, 1_000, 2_000]);
+        assert_eq!(at[19], 19_000, "the 20th at the interval");
+        assert_eq!(at[20], 60_000, "the 21st when the first leaves the minute");
+        assert_eq!(at[21], 61_000);
+        // In any 60 s, never more than 20.
+        for (i, t) in at.iter().enumerate() {
+            let in_minute = at[i..].iter().filter(|u| **u < t + 60_000).count();
+            assert!(in_minute <= 20, "{in_minute} from {t}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_a_window_only_the_interval_counts() {
+        let pacer = Pacer::new(Duration::from_secs(1));
+        let at = schedule(&pacer, 22).await;
+        assert_eq!(at[21], 21_000);
+        assert!(!pacer.windowed());
+    }
 }

@@ -19,6 +19,7 @@ use super::render::{AmountSource, GROUP_CUTS};
 use super::{Card, CardState, Group, MessageRef, Notice, Notifier, NotifyError, Span};
 use crate::config::{ExposeSecret, TelegramSettings};
 use crate::text::{cut, html_escape as esc};
+use crate::worker::Window;
 
 /// Telegram's limit on a message's text, in UTF-16 units after the HTML is parsed.
 pub const MAX_TEXT_UTF16: usize = 4096;
@@ -30,6 +31,13 @@ pub struct Telegram {
     chat: ChatId,
     min_interval: Duration,
 }
+
+/// Telegram lets a bot send at most 20 messages a minute to one group (any chat with a negative
+/// id); a burst may go at the chat's interval until the minute is full.
+pub const GROUP_WINDOW: Window = Window {
+    limit: 20,
+    period: Duration::from_secs(60),
+};
 
 /// Written by hand: teloxide's `Bot` derives `Debug` with the token in it.
 impl fmt::Debug for Telegram {
@@ -56,6 +64,11 @@ impl Telegram {
 
     pub fn bot(&self) -> &Bot {
         &self.bot
+    }
+
+    /// The group's per-minute limit, when the owner's chat is a group.
+    pub fn window(&self) -> Option<Window> {
+        (self.chat.0 < 0).then_some(GROUP_WINDOW)
     }
 }
 

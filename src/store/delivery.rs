@@ -142,6 +142,20 @@ impl Store {
         .await
     }
 
+    /// How many approvals wait to be posted on `channel` now (claimable, not in a message yet).
+    pub async fn waiting_posts(&self, channel: &'static str, now: i64) -> Result<i64, StoreError> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT COUNT(*) FROM deliveries
+                 WHERE channel = ?1 AND due = 1 AND state IN ('active', 'failed')
+                   AND run_after <= ?2 AND lease_until <= ?2 AND message_ref IS NULL",
+                params![channel, now],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+
     /// The earliest time a delivery on `channel` becomes claimable, if any is waiting.
     pub async fn next_delivery_at(&self, channel: &'static str) -> Result<Option<i64>, StoreError> {
         self.read(move |c| {

@@ -114,8 +114,8 @@ fn environment_overrides_the_file() {
     assert_eq!(tg.bot_token.expose_secret(), "123:abc");
     assert_eq!(
         tg.min_send_interval.as_millis(),
-        3000,
-        "a group is paced at 20/min"
+        1000,
+        "a group is spaced like any chat; its 20 a minute are the pacer's window"
     );
     assert_eq!(s.opentrain.poll_interval.as_secs(), 30);
     assert_eq!(s.reminders.len(), 2);

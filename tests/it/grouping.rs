@@ -606,3 +606,36 @@ async fn a_superseded_hire_in_a_group_shows_it_on_its_line_and_loses_its_button(
     assert!(!links(&edited).contains(&link(&ids[3])));
     assert_eq!(app.telegram.messages(CHAT).len(), 2);
 }
+
+#[tokio::test]
+async fn in_a_group_chat_a_burst_waits_one_interval_for_company_and_goes_out_in_full_messages() {
+    const GROUP: i64 = -1_001_234_567_890;
+    let app = spawn_app_with(Options {
+        grouping: Some((4, 10)),
+        telegram_chat: Some(GROUP),
+        // The daemon's default pace; a group's messages are precious (20 a minute).
+        telegram_interval_ms: 1_000,
+        ..Options::default()
+    })
+    .await;
+    app.telegram.set_group_limit(20, Duration::from_secs(60));
+    let bodies: Vec<Value> = (0..25).map(|i| fund(&app, &i.to_string(), None)).collect();
+    let mut ids = Vec::new();
+    for body in &bodies {
+        assert_eq!(app.submit(body).await.0, 202);
+        ids.push(approval_id(body));
+    }
+    let msgs = eventually("every approval's link in the group", || async {
+        let msgs = app.telegram.messages(GROUP);
+        let shown: Vec<String> = msgs.iter().flat_map(links).collect();
+        ids.iter()
+            .all(|id| shown.contains(&link(id)))
+            .then_some(msgs)
+    })
+    .await;
+    let sizes: Vec<usize> = msgs.iter().map(|m| links(m).len()).collect();
+    // Without the wait the first approval verified would go alone, and the burst would take a
+    // fourth message of the group's twenty a minute.
+    assert_eq!(sizes, [10, 10, 5], "{msgs:#?}");
+    assert_eq!(app.telegram.rate_limited_count(), 0);
+}

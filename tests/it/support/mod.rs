@@ -48,6 +48,8 @@ pub struct Options {
     /// `grouping.min_batch` and `grouping.max_batch`; `None` turns grouping off, so that every
     /// approval gets a message of its own, as the tests written before grouping expect.
     pub grouping: Option<(usize, usize)>,
+    /// The owner's Telegram chat, when not the private chat `CHAT` (a negative id: a group).
+    pub telegram_chat: Option<i64>,
     pub extra_toml: String,
 }
 
@@ -61,6 +63,7 @@ impl Default for Options {
             discord_interval_ms: 60,
             proxy: false,
             grouping: None,
+            telegram_chat: None,
             extra_toml: String::new(),
         }
     }
@@ -88,6 +91,8 @@ pub async fn spawn_app() -> TestApp {
 pub async fn spawn_app_with(options: Options) -> TestApp {
     let opentrain = FakeOpenTrain::start(OT_TOKEN, APP_URL).await;
     let telegram = FakeTelegram::start(TG_TOKEN, CHAT).await;
+    let chat = options.telegram_chat.unwrap_or(CHAT);
+    telegram.add_chat(chat);
     telegram.set_min_interval(Duration::from_millis(
         options.telegram_interval_ms.saturating_sub(20),
     ));
@@ -99,7 +104,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
     let store_path = dir.path().join("countersign.db");
     let telegram_toml = if options.telegram {
         format!(
-            "[telegram]\nbot_token = \"{TG_TOKEN}\"\nchat_id = {CHAT}\napi_url = \"{}\"\nmin_send_interval_ms = {}\n",
+            "[telegram]\nbot_token = \"{TG_TOKEN}\"\nchat_id = {chat}\napi_url = \"{}\"\nmin_send_interval_ms = {}\n",
             telegram.api_url(),
             options.telegram_interval_ms
         )
