@@ -195,6 +195,8 @@ impl App {
         }
         // A channel enabled since the last start shows the approvals still open.
         store.ensure_deliveries(&channels, now_ms()).await?;
+        // A chat no longer configured can no longer refuse anything: its notice says so.
+        for_delivery.problems.forget_channels_except(&channels);
 
         let verifier = Arc::new(Verifier {
             store: store.clone(),

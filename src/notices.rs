@@ -152,6 +152,16 @@ impl Problems {
         }
     }
 
+    /// Clears the problems of every channel not in `configured`: a chat the operator removed
+    /// cannot report that it works again, and its notice would stand for ever.
+    pub fn forget_channels_except(&self, configured: &[&'static str]) {
+        for c in CHANNELS {
+            if !configured.contains(&c) {
+                self.clear(Problem::ChannelRefuses(c));
+            }
+        }
+    }
+
     /// What one OpenTrain call says about OpenTrain: an answer proves it is reachable, any
     /// answer but 401/403 that the token is accepted.
     pub fn opentrain_answered<T>(&self, result: &Result<T, UpstreamError>) {

@@ -374,3 +374,30 @@ async fn approvals_opentrain_stops_showing_are_told_once_and_cleared_when_shown_
     assert_eq!(telegram_notices(&app).len(), 1);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_notice_about_a_chat_the_operator_removed_says_resolved_after_the_restart() {
+    let app = app(true, "2s").await;
+    app.discord.set_token("some-other-token");
+    submit_one(&app, 1).await;
+    let notice = eventually("a notice on Telegram", || async {
+        telegram_notices(&app).pop()
+    })
+    .await;
+    // The operator drops Discord from the config and restarts.
+    let mut app = app;
+    let start = app.toml.find("[discord]").unwrap();
+    let end = app.toml[start + 1..]
+        .find("\n[")
+        .map_or(app.toml.len(), |i| start + 2 + i);
+    app.toml.replace_range(start..end, "");
+    assert!(!app.toml.contains("discord"), "{}", app.toml);
+    let mut app = app.restart().await;
+    eventually("the notice edited to resolved", || async {
+        telegram_notices(&app)
+            .into_iter()
+            .find(|m| m.message_id == notice.message_id && m.text.contains("Resolved"))
+    })
+    .await;
+    app.stop().await;
+}
