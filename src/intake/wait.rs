@@ -7,6 +7,8 @@
 //! `store::StatusWatch`), never by polling, and holds nothing but its connection and one
 //! subscription while it waits. An unknown id answers 404 at once; a bad `wait` answers 400.
 
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use axum::Json;
@@ -15,7 +17,7 @@ use axum::extract::rejection::QueryRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tokio::sync::Semaphore;
+use tokio::sync::{OnceCell, Semaphore};
 
 use super::{ApiError, HookState, store_error};
 use crate::approval::ApprovalId;
@@ -73,9 +75,9 @@ pub async fn show(
     let mut changes = state.store.watch_status(id.as_str());
     let _waiting = Waiting::start(state);
     loop {
-        let current = view_in_lane(state, id).await?;
-        if Outcome::of(&current.status, current.resolved_at.is_some()).is_final() {
-            return Ok(answer(current));
+        let current = shared_view(state, id, changes.generation()).await?;
+        if current.is_final {
+            return Ok(current.response());
         }
         drop(current);
         let changed = tokio::select! {
@@ -88,6 +90,89 @@ pub async fn show(
             return view_in_lane(state, id).await.map(answer);
         }
     }
+}
+
+/// One approval's view as its waiters share it: whether it is final, and the answer's body.
+#[derive(Clone)]
+struct SharedView {
+    is_final: bool,
+    body: axum::body::Bytes,
+}
+
+impl SharedView {
+    fn of(view: &ApprovalView) -> Result<SharedView, ApiError> {
+        let body = serde_json::to_vec(view).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("cannot encode the approval: {e}"),
+            )
+        })?;
+        Ok(SharedView {
+            is_final: Outcome::of(&view.status, view.resolved_at.is_some()).is_final(),
+            body: body.into(),
+        })
+    }
+
+    fn response(self) -> Response {
+        (
+            [(axum::http::header::CONTENT_TYPE, "application/json")],
+            self.body,
+        )
+            .into_response()
+    }
+}
+
+/// The read in progress or just made, per approval, for the waiters of one change.
+struct Shared {
+    generation: u64,
+    since: tokio::time::Instant,
+    read: Arc<OnceCell<SharedView>>,
+}
+
+/// How long a shared read serves later waiters of the same change: long enough for a herd woken
+/// together, short enough that no one is answered with what is no longer true (a view holds
+/// more than the status, e.g. where its messages stand).
+const SHARE_FOR: Duration = Duration::from_secs(1);
+/// Past this many approvals with a recent read, the table is swept of the stale ones.
+const SHARED_SWEEP: usize = 1_024;
+
+static SHARED: LazyLock<Mutex<HashMap<ApprovalId, Shared>>> = LazyLock::new(Mutex::default);
+
+/// The approval's view for a waiter that has seen `generation` changes of it. Waiters woken by
+/// the same change share one store read and one encoding: 10,000 agents waiting on one approval
+/// cost one read per change, not 10,000. A waiter never gets a view read before the change it
+/// was woken for: the read it shares started after that change was announced.
+async fn shared_view(
+    state: &HookState,
+    id: &ApprovalId,
+    generation: u64,
+) -> Result<SharedView, ApiError> {
+    let read = {
+        let mut shared = SHARED.lock().expect("shared reads lock");
+        let now = tokio::time::Instant::now();
+        match shared.get(id) {
+            Some(s) if s.generation == generation && now - s.since < SHARE_FOR => s.read.clone(),
+            _ => {
+                if shared.len() >= SHARED_SWEEP {
+                    shared.retain(|_, s| now - s.since < SHARE_FOR);
+                }
+                let read = Arc::new(OnceCell::new());
+                shared.insert(
+                    id.clone(),
+                    Shared {
+                        generation,
+                        since: now,
+                        read: read.clone(),
+                    },
+                );
+                read
+            }
+        }
+    };
+    read.get_or_try_init(|| async { SharedView::of(&view_in_lane(state, id).await?) })
+        .await
+        .cloned()
 }
 
 async fn view(state: &HookState, id: &ApprovalId) -> Result<ApprovalView, ApiError> {

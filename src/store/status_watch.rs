@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
 
@@ -19,7 +20,11 @@ use super::Store;
 /// Who waits on which approval.
 #[derive(Default)]
 pub struct StatusWatch {
-    watched: Mutex<HashMap<Box<str>, watch::Sender<()>>>,
+    /// Per approval someone waits on: the number of the last change announced for it.
+    watched: Mutex<HashMap<Box<str>, watch::Sender<u64>>>,
+    /// Every change announced, watched or not, numbered: a number is never seen twice, so two
+    /// waiters that saw the same one were woken by the same change.
+    announced: AtomicU64,
 }
 
 impl StatusWatch {
@@ -31,7 +36,7 @@ impl StatusWatch {
             .lock()
             .expect("status watch lock")
             .entry(id.into())
-            .or_insert_with(|| watch::channel(()).0)
+            .or_insert_with(|| watch::channel(self.announced.load(Ordering::SeqCst)).0)
             .subscribe();
         StatusChanges {
             watch: self,
@@ -42,8 +47,9 @@ impl StatusWatch {
 
     /// Wakes every waiter of `id`. Called after the commit that changed its status.
     pub(super) fn announce(&self, id: &str) {
+        let number = self.announced.fetch_add(1, Ordering::SeqCst) + 1;
         if let Some(tx) = self.watched.lock().expect("status watch lock").get(id) {
-            tx.send_replace(());
+            tx.send_replace(number);
         }
     }
 
@@ -58,10 +64,17 @@ pub struct StatusChanges<'a> {
     watch: &'a StatusWatch,
     id: Box<str>,
     /// Always `Some` until dropped.
-    rx: Option<watch::Receiver<()>>,
+    rx: Option<watch::Receiver<u64>>,
 }
 
 impl StatusChanges<'_> {
+    /// The number of the last change this subscription has heard of (at first, the last change
+    /// announced for any approval): waiters that see the same number were woken by the same
+    /// change, or by none since, and can share one read.
+    pub fn generation(&self) -> u64 {
+        *self.rx.as_ref().expect("a live subscription").borrow()
+    }
+
     /// Resolves once the approval's status has changed since the subscription, or since the
     /// last time this resolved.
     pub async fn changed(&mut self) {
@@ -108,6 +121,25 @@ mod tests {
         tokio::time::timeout(std::time::Duration::from_secs(5), changes.changed())
             .await
             .expect("the change was heard");
+    }
+
+    #[test]
+    fn a_change_nobody_waited_for_still_moves_the_number_a_later_waiter_sees() {
+        // A waiter's number must never match one read before a change it did not hear of, or
+        // it could be handed a view from before that change (see `intake::wait`).
+        let watch = StatusWatch::default();
+        let first = watch.subscribe("apr_1");
+        let before = first.generation();
+        drop(first);
+        watch.announce("apr_1");
+        let later = watch.subscribe("apr_1");
+        assert!(later.generation() > before);
+        let other = watch.subscribe("apr_2");
+        assert_eq!(
+            other.generation(),
+            later.generation(),
+            "one count for every approval"
+        );
     }
 
     #[tokio::test]
