@@ -1068,6 +1068,8 @@ async fn longpoll(out: &mut Vec<Figure>) {
 /// its approval's status being recorded.
 /// Long polls opened at once, before waiting for the daemon to hold them all.
 const LONG_POLL_WAVE: usize = 1_000;
+/// Long polls whose connect was dropped and tried again (printed with the memory figure).
+static RETRIED_CONNECTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 async fn hold_and_resolve(
     d: &Daemon,
@@ -1092,7 +1094,20 @@ async fn hold_and_resolve(
                 .get(format!("{}/v1/approvals/{id}?wait=300", d.hook))
                 .bearer_auth(HOOK_TOKEN);
             polls.push(tokio::spawn(async move {
-                let resp = request.send().await.expect("a long poll");
+                // A connection the kernel dropped before any answer (the listen backlog
+                // overflowed while the daemon was accepting: seen once in a few rounds) is tried
+                // again, as the agents' client does; an answer, good or bad, is never retried.
+                let mut tries = 0;
+                let resp = loop {
+                    match request.try_clone().expect("a GET clones").send().await {
+                        Ok(resp) => break resp,
+                        Err(_) if tries < 3 => {
+                            tries += 1;
+                            RETRIED_CONNECTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(e) => panic!("a long poll: {e:?}"),
+                    }
+                };
                 let status = resp.status().as_u16();
                 let body: serde_json::Value = resp.json().await.unwrap_or_default();
                 let at = chrono::Utc::now();
@@ -1131,12 +1146,13 @@ async fn hold_and_resolve(
             Target::Info,
         )
         .note(format!(
-            "{:.1} KB per waiter; {:.1} MB before, {:.1} MB held, peak {:.1} MB; all held {:.1} s after the first",
+            "{:.1} KB per waiter; {:.1} MB before, {:.1} MB held, peak {:.1} MB; all held {:.1} s after the first; {} dropped connects tried again",
             added as f64 * 1024.0 / 1e3 / n as f64,
             mb(before),
             mb(held),
             mb(hwm),
-            opened.as_secs_f64()
+            opened.as_secs_f64(),
+            RETRIED_CONNECTS.swap(0, std::sync::atomic::Ordering::Relaxed)
         )),
     );
 

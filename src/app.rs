@@ -134,7 +134,7 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let stop = shutdown.child_token();
         let app_url = settings.opentrain.app_url.clone();
-        // Service notices (§3.8): problems are reported from the OpenTrain client and from
+        // Service notices (§3.8): problems are reported by the OpenTrain client, the tracker and
         // delivery, stored by the keeper, and shown by one board per channel.
         let (problems, keeper) = crate::notices::start(&store).await?;
         let opentrain = opentrain.reporting_to(problems.clone());

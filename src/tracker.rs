@@ -216,7 +216,7 @@ impl Tracker {
                         self.lease.work()
                     )))
                 });
-        let seen = match &read {
+        let hidden = match &read {
             Ok(_) => Some(false),
             Err(UpstreamError::NotFound { .. }) => Some(true),
             Err(_) => None,
@@ -277,7 +277,7 @@ impl Tracker {
             tracing::error!(approval_id = %job.id, error = %e, "cannot record the re-read; it will be redone");
             return;
         }
-        self.note_visibility(&job.id, seen).await;
+        self.note_visibility(&job.id, hidden).await;
     }
 
     /// A 404 for an approval already shown is a problem while it lasts for any of them; it
