@@ -140,6 +140,13 @@ impl App {
         let opentrain = opentrain.reporting_to(problems.clone());
         let notices_changed = keeper.subscribe();
         workers.spawn(crate::notices::keep(keeper, store.clone(), stop.clone()));
+        workers.spawn(crate::notices::log_notices(
+            store.clone(),
+            settings.notices_after,
+            settings.owner.clone(),
+            notices_changed.clone(),
+            stop.clone(),
+        ));
         let for_delivery = DeliveryShared {
             store: store.clone(),
             app_url: app_url.clone(),

@@ -160,7 +160,7 @@ impl<N: Notifier> NoticeBoard<N> {
         let message = match step {
             Step::Post => {
                 let m = self.notifier.post_notice(notice).await?;
-                tracing::error!(channel, problem = key, title = %notice.title(), "service notice posted");
+                tracing::info!(channel, problem = key, title = %notice.title(), "service notice posted");
                 m
             }
             Step::Edit(m) => {
@@ -189,5 +189,67 @@ impl<N: Notifier> NoticeBoard<N> {
             }
         }
         Ok(())
+    }
+}
+
+/// The console log's share of the notices (§3.8: "and the console log"): every problem that has
+/// lasted `after` is logged once as an error with the notice's whole text, and once more when it
+/// clears, whether or not any chat still works. It keeps no record: after a restart a problem
+/// that still lasts is logged again, which suits a log.
+pub async fn log_notices(
+    store: Store,
+    after: Duration,
+    owner: Owner,
+    mut changed: watch::Receiver<()>,
+    cancel: CancellationToken,
+) {
+    let after = after.as_millis() as i64;
+    // Logged problems, by key, with the start they were logged for.
+    let mut logged: HashMap<String, i64> = HashMap::new();
+    loop {
+        let mut next_at: Option<i64> = None;
+        if let Ok(problems) = store.problems().await {
+            let now = now_ms();
+            for row in &problems {
+                let Some(problem) = Problem::from_key(&row.problem) else {
+                    continue;
+                };
+                let notice = Notice::from_row(row, problem, &owner);
+                let told = logged.get(&row.problem) == Some(&row.since);
+                match row.cleared_at {
+                    None if !told && now >= row.since + after => {
+                        tracing::error!(problem = %row.problem, notice = %crate::notify::console::notice_text(&notice), "service notice");
+                        logged.insert(row.problem.clone(), row.since);
+                    }
+                    None if !told => {
+                        next_at = Some(
+                            next_at.map_or(row.since + after, |n: i64| n.min(row.since + after)),
+                        )
+                    }
+                    Some(_) if told => {
+                        tracing::info!(problem = %row.problem, notice = %crate::notify::console::notice_text(&notice), "service notice: resolved");
+                        logged.remove(&row.problem);
+                    }
+                    _ => {}
+                }
+            }
+            // Forgotten by the store (cleared and told everywhere) before this saw it clear.
+            logged.retain(|key, _| {
+                let known = problems.iter().any(|p| &p.problem == key);
+                if !known {
+                    tracing::info!(problem = %key, "service notice: resolved");
+                }
+                known
+            });
+        }
+        let wait = next_at
+            .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
+            .unwrap_or(MAX_IDLE)
+            .min(MAX_IDLE);
+        tokio::select! {
+            c = changed.changed() => if c.is_err() { return },
+            _ = tokio::time::sleep(wait) => {}
+            _ = cancel.cancelled() => return,
+        }
     }
 }

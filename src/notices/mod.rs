@@ -16,7 +16,7 @@
 mod board;
 mod notice;
 
-pub use board::NoticeBoard;
+pub use board::{NoticeBoard, log_notices};
 pub use notice::{Notice, Span};
 
 use std::collections::HashSet;

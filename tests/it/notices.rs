@@ -401,3 +401,29 @@ async fn a_notice_about_a_chat_the_operator_removed_says_resolved_after_the_rest
     .await;
     app.stop().await;
 }
+
+#[tokio::test]
+async fn with_no_chat_left_that_works_the_notice_still_reaches_the_log() {
+    let logs = capture_logs();
+    let mut app = app(false, "2s").await;
+    app.telegram.block(CHAT);
+    submit_one(&app, 1).await;
+    eventually("the notice in the log", || async {
+        let text = logs.text();
+        (text.contains("service notice")
+            && text.contains("Telegram refuses countersign")
+            && text.contains("unblock the bot"))
+        .then_some(())
+    })
+    .await;
+    assert!(app.telegram.messages(CHAT).is_empty());
+    app.telegram.unblock(CHAT);
+    submit_one(&app, 2).await;
+    eventually("its resolution in the log", || async {
+        logs.text()
+            .contains("service notice: resolved")
+            .then_some(())
+    })
+    .await;
+    app.stop().await;
+}
