@@ -51,12 +51,22 @@ pub fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-/// Waits until `wake` is notified, `next_at` (ms) arrives, `MAX_IDLE` passes, or shutdown.
-pub async fn idle(wake: &Notify, next_at: Option<i64>, cancel: &CancellationToken) {
-    let wait = match next_at {
+/// How long an idle worker sleeps: until `next_at` (ms), never past `MAX_IDLE`.
+pub fn idle_for(next_at: Option<i64>) -> Duration {
+    match next_at {
         Some(at) => Duration::from_millis((at - now_ms()).max(0) as u64).min(MAX_IDLE),
         None => MAX_IDLE,
-    };
+    }
+}
+
+/// Keeps the earlier of `next_at` and `at`: when a worker next has something to do.
+pub fn earliest(next_at: &mut Option<i64>, at: i64) {
+    *next_at = Some(next_at.map_or(at, |n| n.min(at)));
+}
+
+/// Waits until `wake` is notified, `next_at` (ms) arrives, `MAX_IDLE` passes, or shutdown.
+pub async fn idle(wake: &Notify, next_at: Option<i64>, cancel: &CancellationToken) {
+    let wait = idle_for(next_at);
     if wait.is_zero() {
         return;
     }

@@ -13,7 +13,7 @@ use crate::failures::Streak;
 use crate::notify::{MessageRef, Notifier, NotifyError};
 use crate::quiet::Owner;
 use crate::store::{NoticeRow, Store};
-use crate::worker::{MAX_IDLE, Pacer, now_ms};
+use crate::worker::{Pacer, earliest, idle_for, now_ms};
 
 /// One channel's notices: posts a notice for every problem that has lasted `after` (except its
 /// own), edits it when the problem clears (or begins again), one request at a time at the chat's
@@ -55,10 +55,7 @@ impl<N: Notifier> NoticeBoard<N> {
                     Some(now_ms() + wait.as_millis() as i64)
                 }
             };
-            let wait = next_at
-                .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
-                .unwrap_or(MAX_IDLE)
-                .min(MAX_IDLE);
+            let wait = idle_for(next_at);
             tokio::select! {
                 changed = self.changed.changed() => if changed.is_err() { return },
                 _ = tokio::time::sleep(wait) => {}
@@ -90,7 +87,6 @@ impl<N: Notifier> NoticeBoard<N> {
         });
         let after = self.after.as_millis() as i64;
         let mut next_at: Option<i64> = None;
-        let mut soonest = |at: i64| next_at = Some(next_at.map_or(at, |n: i64| n.min(at)));
         for row in &problems {
             let Some(problem) = Problem::from_key(&row.problem) else {
                 continue;
@@ -102,7 +98,7 @@ impl<N: Notifier> NoticeBoard<N> {
             let step = match notices.get(&row.problem) {
                 None if lasting && !refusing => {
                     if now_ms() < row.since + after {
-                        soonest(row.since + after);
+                        earliest(&mut next_at, row.since + after);
                         continue;
                     }
                     Step::Post
@@ -113,7 +109,7 @@ impl<N: Notifier> NoticeBoard<N> {
             if let Some((_, at)) = retry.get(&row.problem)
                 && *at > now_ms()
             {
-                soonest(*at);
+                earliest(&mut next_at, *at);
                 continue;
             }
             if !self.pacer.wait(cancel).await {
@@ -140,7 +136,7 @@ impl<N: Notifier> NoticeBoard<N> {
                         tracing::warn!(channel, problem = %row.problem, error = %e, retry_in_s = wait.as_secs(), "notices: cannot post or edit a service notice; will retry");
                     }
                     *at = now_ms() + wait.as_millis() as i64;
-                    soonest(*at);
+                    earliest(&mut next_at, *at);
                 }
             }
         }
@@ -221,11 +217,7 @@ pub async fn log_notices(
                         tracing::error!(problem = %row.problem, notice = %crate::notify::console::notice_text(&notice), "service notice");
                         logged.insert(row.problem.clone(), row.since);
                     }
-                    None if !told => {
-                        next_at = Some(
-                            next_at.map_or(row.since + after, |n: i64| n.min(row.since + after)),
-                        )
-                    }
+                    None if !told => earliest(&mut next_at, row.since + after),
                     Some(_) if told => {
                         tracing::info!(problem = %row.problem, notice = %crate::notify::console::notice_text(&notice), "service notice: resolved");
                         logged.remove(&row.problem);
@@ -242,10 +234,7 @@ pub async fn log_notices(
                 known
             });
         }
-        let wait = next_at
-            .map(|at| Duration::from_millis((at - now_ms()).max(0) as u64))
-            .unwrap_or(MAX_IDLE)
-            .min(MAX_IDLE);
+        let wait = idle_for(next_at);
         tokio::select! {
             c = changed.changed() => if c.is_err() { return },
             _ = tokio::time::sleep(wait) => {}
