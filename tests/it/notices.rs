@@ -39,6 +39,26 @@ fn discord_notices(app: &TestApp) -> Vec<countersign_fakes::discord::FakeDiscord
         .collect()
 }
 
+/// Waits until the Telegram notice `message_id` says its problem is resolved.
+async fn telegram_notice_resolved(app: &TestApp, message_id: i32) {
+    eventually("the Telegram notice edited to resolved", || async {
+        telegram_notices(app)
+            .into_iter()
+            .find(|m| m.message_id == message_id && m.text.contains("Resolved"))
+    })
+    .await;
+}
+
+/// Waits until the Discord notice `id` says its problem is resolved.
+async fn discord_notice_resolved(app: &TestApp, id: u64) {
+    eventually("the Discord notice edited to resolved", || async {
+        discord_notices(app)
+            .into_iter()
+            .find(|m| m.id == id && m.content.contains("Resolved"))
+    })
+    .await;
+}
+
 /// Waits until OpenTrain has seen `n` more `/updates` polls than now.
 async fn polls_pass(app: &TestApp, n: usize) {
     let start = app.opentrain.count("GET", UPDATES);
@@ -123,12 +143,7 @@ async fn a_revoked_token_is_told_once_per_channel_not_per_approval_and_the_notic
     .await;
     assert_eq!(cleared.message_id, tg.message_id, "the same message");
     assert!(cleared.text.contains("accepts countersign's token again"));
-    eventually("the Discord notice edited to resolved", || async {
-        discord_notices(&app)
-            .into_iter()
-            .find(|m| m.id == dc.id && m.content.contains("Resolved"))
-    })
-    .await;
+    discord_notice_resolved(&app, dc.id).await;
     assert_eq!(telegram_notices(&app).len(), 1);
     assert_eq!(discord_notices(&app).len(), 1);
     app.stop().await;
@@ -173,12 +188,7 @@ async fn an_unreachable_opentrain_is_told_and_cleared() {
     assert!(notice.text.contains("opentrain.api_url"), "{}", notice.text);
     app.opentrain.set_down(false);
     submit_one(&app, 1).await;
-    eventually("the notice edited to resolved", || async {
-        telegram_notices(&app)
-            .into_iter()
-            .find(|m| m.message_id == notice.message_id && m.text.contains("Resolved"))
-    })
-    .await;
+    telegram_notice_resolved(&app, notice.message_id).await;
     app.stop().await;
 }
 
@@ -257,12 +267,7 @@ async fn a_chat_that_refuses_messages_is_told_on_the_other_channel_not_on_itself
     app.telegram.unblock(CHAT);
     submit_one(&app, 2).await;
     messages(&app, 1).await;
-    eventually("the Discord notice edited to resolved", || async {
-        discord_notices(&app)
-            .into_iter()
-            .find(|m| m.id == notice.id && m.content.contains("Resolved"))
-    })
-    .await;
+    discord_notice_resolved(&app, notice.id).await;
     assert_eq!(discord_notices(&app).len(), 1);
     assert!(
         telegram_notices(&app).is_empty(),
@@ -393,12 +398,7 @@ async fn a_notice_about_a_chat_the_operator_removed_says_resolved_after_the_rest
     app.toml.replace_range(start..end, "");
     assert!(!app.toml.contains("discord"), "{}", app.toml);
     let mut app = app.restart().await;
-    eventually("the notice edited to resolved", || async {
-        telegram_notices(&app)
-            .into_iter()
-            .find(|m| m.message_id == notice.message_id && m.text.contains("Resolved"))
-    })
-    .await;
+    telegram_notice_resolved(&app, notice.message_id).await;
     app.stop().await;
 }
 
